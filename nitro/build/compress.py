@@ -1,0 +1,42 @@
+"""Stage 3: compress one chunk's weights with NNCF (data-free), every variant alike."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from .step import atomic_dir, write_json
+
+
+def compression_kwargs(settings: dict) -> dict:
+    """NNCF arguments for a chunk's compression settings; group size and ratio apply to 4-bit modes only."""
+    from nncf import CompressWeightsMode
+
+    kwargs = {"mode": CompressWeightsMode[settings["mode"]]}
+    if settings["mode"] in ("INT4_SYM", "INT4_ASYM", "NF4"):
+        for key in ("group_size", "ratio"):
+            if settings.get(key) is not None:
+                kwargs[key] = settings[key]
+    return kwargs
+
+
+def compress_chunk(exported: Path, settings: dict, out: Path) -> dict:
+    import openvino as ov
+
+    meta = json.loads((exported / "meta.json").read_text())
+    core = ov.Core()
+    with atomic_dir(out) as scratch:
+        for variant in meta["variants"].values():
+            xml = variant["xml"]
+            if settings["mode"] == "none":
+                for suffix in (".xml", ".bin"):
+                    shutil.copy2(exported / xml.replace(".xml", suffix), scratch / xml.replace(".xml", suffix))
+                continue
+            import nncf
+
+            model = nncf.compress_weights(core.read_model(exported / xml), **compression_kwargs(settings))
+            ov.save_model(model, scratch / xml, compress_to_fp16=False)
+            del model
+        meta["compression"] = settings
+        write_json(scratch / "meta.json", meta)
+    return meta

@@ -1,0 +1,113 @@
+"""Stage 2: export one chunk to OpenVINO IR, one static-shape graph per variant.
+
+Variants: `prefill` takes `prefill_len` tokens at once, `decode` one token; decoder chunks read a KV cache of
+`max_seq_len` slots. The head exists only as `decode`: the runtime feeds it the one row whose logits it needs.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..models import ModelSpec, modules_for, spec_for
+from .recipe import Chunk
+from .step import atomic_dir, write_json
+
+
+def variant_lengths(chunk: Chunk, prefill_len: int) -> dict[str, int]:
+    """Variant name -> number of new tokens T the graph takes."""
+    if chunk.kind == "head":
+        return {"decode": 1}
+    return {"prefill": prefill_len, "decode": 1}
+
+
+def _load_module(spec: ModelSpec, chunk: Chunk, source: Path):
+    """Build the chunk's module and fill it with only this chunk's tensors from the safetensors files."""
+    import torch
+    from safetensors import safe_open
+
+    family = modules_for(spec)
+    with torch.device("meta"):
+        if chunk.kind == "embed":
+            module = family.Embedding(spec)
+        elif chunk.kind == "head":
+            module = family.Head(spec)
+        else:
+            module = family.DecoderChunk(spec, chunk.first_layer, chunk.num_layers)
+    index = json.loads((source / "tensor_index.json").read_text())
+    wanted = module.weight_names()
+    state = {}
+    for file in sorted({index[hf] for hf in wanted.values()}):
+        with safe_open(str(source / file), framework="pt") as st:
+            for local, hf in wanted.items():
+                if index[hf] == file:
+                    state[local] = st.get_tensor(hf).float()
+    module.load_state_dict(state, strict=True, assign=True)
+    return module.eval()
+
+
+def _example(spec: ModelSpec, chunk: Chunk, T: int, cache_len: int):
+    """(input names, example tensors, output names) of one variant."""
+    import torch
+
+    if chunk.kind == "embed":
+        return ["input_ids"], [torch.zeros(1, T, dtype=torch.int64)], ["x"]
+    x = torch.zeros(1, T, spec.hidden_size)
+    if chunk.kind == "head":
+        return ["x"], [x], ["logits"]
+    layers = range(chunk.first_layer, chunk.first_layer + chunk.num_layers)
+    names = ["x", "position_ids"] + [f"past_{kv}.{i}" for i in layers for kv in ("key", "value")]
+    past = torch.zeros(1, spec.num_kv_heads, cache_len, spec.head_dim)
+    tensors = [x, torch.arange(T)[None]] + [past] * (2 * chunk.num_layers)
+    outputs = ["x"] + [f"{kv}.{i}" for i in layers for kv in ("key", "value")]
+    return names, tensors, outputs
+
+
+def describe(model) -> dict:
+    """Input/output names, static shapes and element types of an ov.Model or CompiledModel."""
+    def ports(items):
+        return {p.get_any_name(): {"shape": list(p.get_shape()), "type": p.get_element_type().get_type_name()}
+                for p in items}
+    return {"inputs": ports(model.inputs), "outputs": ports(model.outputs)}
+
+
+def export_chunk(source: Path, params: dict, out: Path) -> dict:
+    import openvino as ov
+    import torch
+
+    spec = spec_for(json.loads((source / "config.json").read_text()))
+    chunk = Chunk(**params["chunk"])
+    module = _load_module(spec, chunk, source)
+    kv_type = getattr(ov.Type, params["kv_precision"])
+    variants = {}
+    with atomic_dir(out) as scratch:
+        for variant, T in variant_lengths(chunk, params["prefill_len"]).items():
+            in_names, example, out_names = _example(spec, chunk, T, params["max_seq_len"])
+            with torch.no_grad():
+                model = ov.convert_model(module, example_input=tuple(example))
+            model.reshape({i: list(t.shape) for i, t in enumerate(example)})
+            for port, name in zip(model.inputs, in_names):
+                port.get_tensor().set_names({name})
+            for port, name in zip(model.outputs, out_names):
+                port.get_tensor().set_names({name})
+            model = _set_kv_type(model, kv_type)
+            ov.save_model(model, scratch / f"{variant}.xml", compress_to_fp16=False)
+            variants[variant] = {"xml": f"{variant}.xml", **describe(model)}
+        meta = {"chunk": chunk.__dict__, "kv_precision": params["kv_precision"], "variants": variants}
+        write_json(scratch / "meta.json", meta)
+    return meta
+
+
+def _set_kv_type(model, kv_type):
+    """KV tensors cross the graph boundary in the cache's precision, so the host keeps no converted copy."""
+    import openvino as ov
+
+    if kv_type == ov.Type.f32:
+        return model
+    ppp = ov.preprocess.PrePostProcessor(model)
+    for port in model.inputs:
+        if port.get_any_name().startswith("past_"):
+            ppp.input(port.get_any_name()).tensor().set_element_type(kv_type)
+    for port in model.outputs:
+        if port.get_any_name().startswith(("key.", "value.")):
+            ppp.output(port.get_any_name()).tensor().set_element_type(kv_type)
+    return ppp.build()

@@ -1,0 +1,60 @@
+"""What every build step shares: atomic outputs and a log of its wall time and peak memory."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+
+def write_json(path: Path, data) -> None:
+    """Write JSON atomically: a reader (or a rerun after a kill) never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path):
+    """Yield a scratch folder beside `final` that becomes `final` only if the block completes."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial"))
+    try:
+        yield scratch
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(scratch, final)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (the kernel's high-water mark)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@contextlib.contextmanager
+def logged_step(log: Path, step: str, **fields):
+    """Time the block and record its peak RSS into `log` (JSON), alongside `fields` (e.g. declared mem_mb)."""
+    start = time.perf_counter()
+    extra: dict = {}
+    yield extra
+    write_json(
+        log,
+        {
+            "step": step,
+            "wall_s": round(time.perf_counter() - start, 3),
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+            **fields,
+            **extra,
+        },
+    )

@@ -1,0 +1,187 @@
+"""Llama 3 / 3.1 / 3.2 as three kinds of exportable chunk: embedding, a group of decoder layers, norm + LM head.
+
+Plain tensors in and out, static shapes, explicit KV tensors. Numerics follow transformers' Llama:
+rotate-half RoPE computed in the graph from `position_ids`, RMSNorm in float32 with the config's eps.
+
+Attention is the "split" form: the new tokens' keys/values are scored against the past cache and against
+each other separately, then merged in one softmax. The graph never writes into the cache; it returns the new
+K/V and the host places them, so a decode step copies no cache.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .spec import ModelSpec, UnsupportedModel, common_fields
+
+MASKED = torch.finfo(torch.float16).min  # representable in f16/bf16/f32, exp() of it is 0
+
+
+def spec_from_config(config: dict) -> ModelSpec:
+    if config.get("hidden_act", "silu") != "silu":
+        raise UnsupportedModel(f"hidden_act {config['hidden_act']!r} is not supported (only silu)")
+    if config.get("mlp_bias"):
+        raise UnsupportedModel("mlp_bias=true is not supported")
+    bias = bool(config.get("attention_bias", False))
+    return ModelSpec(family="llama", qkv_bias=bias, o_bias=bias, **common_fields(config))
+
+
+def rope_inv_freq(spec: ModelSpec) -> torch.Tensor:
+    """Inverse frequencies [head_dim/2], computed exactly as transformers does (float32), scaling applied."""
+    dim = spec.head_dim
+    steps = torch.arange(0, dim, 2, dtype=torch.int64, device="cpu")  # real values even under a meta device
+    inv_freq = 1.0 / (spec.rope_theta ** (steps.float() / dim))
+    scaling = spec.rope_scaling
+    kind = scaling.get("rope_type")
+    if kind == "linear":
+        return inv_freq / scaling["factor"]
+    if kind == "llama3":
+        factor = scaling["factor"]
+        low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
+        old_len = scaling["original_max_position_embeddings"]
+        low_wavelen, high_wavelen = old_len / low, old_len / high
+        wavelen = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+        smooth = (old_len / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        is_medium = ~(wavelen < high_wavelen) * ~(wavelen > low_wavelen)
+        return torch.where(is_medium, smoothed, scaled)
+    return inv_freq
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps = eps
+
+    def forward(self, x):
+        x = x.float()
+        return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
+
+
+def rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        d, hd = spec.hidden_size, spec.head_dim
+        self.heads, self.kv_heads, self.head_dim = spec.num_heads, spec.num_kv_heads, hd
+        self.q_proj = nn.Linear(d, spec.num_heads * hd, bias=spec.qkv_bias)
+        self.k_proj = nn.Linear(d, spec.num_kv_heads * hd, bias=spec.qkv_bias)
+        self.v_proj = nn.Linear(d, spec.num_kv_heads * hd, bias=spec.qkv_bias)
+        self.o_proj = nn.Linear(spec.num_heads * hd, d, bias=spec.o_bias)
+
+    def forward(self, x, cos, sin, past_k, past_v, past_bias, new_bias):
+        # x [1,T,D]; cos/sin [1,1,T,hd]; past_k/v [1,KV,C,hd]; past_bias [1,1,1,C]; new_bias [g*T,T]
+        T, H, KV, hd = x.shape[1], self.heads, self.kv_heads, self.head_dim
+        q = self.q_proj(x).view(1, T, H, hd).transpose(1, 2)  # [1,H,T,hd]
+        k = self.k_proj(x).view(1, T, KV, hd).transpose(1, 2)  # [1,KV,T,hd]
+        v = self.v_proj(x).view(1, T, KV, hd).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        # Query heads sharing a KV head are stacked along the row axis: no repeated K/V (GQA).
+        q = q.reshape(1, KV, (H // KV) * T, hd)
+        scale = hd**-0.5
+        s_past = torch.matmul(q, past_k.transpose(2, 3)) * scale + past_bias  # [1,KV,gT,C]
+        s_new = torch.matmul(q, k.transpose(2, 3)) * scale + new_bias  # [1,KV,gT,T]
+        p = torch.softmax(torch.cat((s_past, s_new), dim=-1).float(), dim=-1)
+        C = past_k.shape[2]
+        out = torch.matmul(p[..., :C], past_v) + torch.matmul(p[..., C:], v)  # [1,KV,gT,hd]
+        out = out.reshape(1, H, T, hd).transpose(1, 2).reshape(1, T, H * hd)
+        return self.o_proj(out), k, v
+
+
+class MLP(nn.Module):
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        d, i = spec.hidden_size, spec.intermediate_size
+        self.gate_proj = nn.Linear(d, i, bias=False)
+        self.up_proj = nn.Linear(d, i, bias=False)
+        self.down_proj = nn.Linear(i, d, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(nn.functional.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.input_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
+        self.self_attn = Attention(spec)
+        self.post_attention_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
+        self.mlp = MLP(spec)
+
+    def forward(self, x, cos, sin, past_k, past_v, past_bias, new_bias):
+        a, k, v = self.self_attn(self.input_layernorm(x), cos, sin, past_k, past_v, past_bias, new_bias)
+        x = x + a
+        return x + self.mlp(self.post_attention_layernorm(x)), k, v
+
+
+class Embedding(nn.Module):
+    """input_ids [1,T] -> x [1,T,D]"""
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(spec.vocab_size, spec.hidden_size)
+
+    def forward(self, input_ids):
+        return self.embed_tokens(input_ids)
+
+    def weight_names(self) -> dict[str, str]:
+        return {"embed_tokens.weight": "model.embed_tokens.weight"}
+
+
+class DecoderChunk(nn.Module):
+    """Layers [first, first+count): (x [1,T,D], position_ids [1,T], past K/V per layer [1,KV,C,hd])
+    -> (x [1,T,D], new K/V per layer [1,KV,T,hd]). Past slot s is valid iff s < position_ids[0, 0]."""
+
+    def __init__(self, spec: ModelSpec, first: int, count: int):
+        super().__init__()
+        self.first, self.count, self.group = first, count, spec.num_heads // spec.num_kv_heads
+        self.layers = nn.ModuleList(DecoderLayer(spec) for _ in range(count))
+        self.register_buffer("inv_freq", rope_inv_freq(spec), persistent=False)
+
+    def forward(self, x, position_ids, *past):
+        T, C = x.shape[1], past[0].shape[2]
+        freqs = position_ids[:, :, None].float() * self.inv_freq  # [1,T,hd/2]
+        emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [1,1,T,hd]
+        cos, sin = emb.cos(), emb.sin()
+        slots = torch.arange(C, dtype=position_ids.dtype)
+        past_bias = torch.where(slots < position_ids[:, :1], 0.0, MASKED).view(1, 1, 1, C)
+        causal = torch.ones(T, T, dtype=torch.bool).tril()
+        new_bias = torch.where(causal, 0.0, MASKED).repeat(self.group, 1)  # [g*T,T]
+        new_kv = []
+        for i, layer in enumerate(self.layers):
+            x, k, v = layer(x, cos, sin, past[2 * i], past[2 * i + 1], past_bias, new_bias)
+            new_kv += [k, v]
+        return (x, *new_kv)
+
+    def weight_names(self) -> dict[str, str]:
+        names = {}
+        for j in range(self.count):
+            for local in self.layers[j].state_dict():
+                names[f"layers.{j}.{local}"] = f"model.layers.{self.first + j}.{local}"
+        return names
+
+
+class Head(nn.Module):
+    """x [1,T,D] -> logits [1,T,V]: final norm and LM head."""
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.norm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
+        self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=False)
+        self.tied = spec.tie_word_embeddings
+
+    def forward(self, x):
+        return self.lm_head(self.norm(x)).float()
+
+    def weight_names(self) -> dict[str, str]:
+        lm = "model.embed_tokens.weight" if self.tied else "lm_head.weight"
+        return {"norm.weight": "model.norm.weight", "lm_head.weight": lm}

@@ -1,0 +1,85 @@
+"""The architecture facts that export, memory estimates and the runtime need, read from a HF config.json.
+
+Kept free of torch so the Snakefile can read it while it builds the DAG.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
+
+
+class UnsupportedModel(ValueError):
+    """The checkpoint is not one NITRO can rewrite (architecture, RoPE type, ...)."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    family: str
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rms_norm_eps: float
+    rope_theta: float
+    tie_word_embeddings: bool
+    qkv_bias: bool
+    o_bias: bool
+    rope_scaling: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelSpec":
+        return cls(**d)
+
+    def layer_params(self) -> int:
+        """Parameters in one decoder layer."""
+        d, hd = self.hidden_size, self.head_dim
+        q, kv = self.num_heads * hd, self.num_kv_heads * hd
+        attn = d * (q + 2 * kv) + q * d + (q + 2 * kv) * self.qkv_bias + d * self.o_bias
+        return attn + 3 * d * self.intermediate_size + 2 * d
+
+    def embedding_params(self) -> int:
+        return self.vocab_size * self.hidden_size
+
+
+def rope_settings(config: dict) -> tuple[float, dict]:
+    """(rope_theta, scaling dict) from either transformers 4 (`rope_scaling`) or 5 (`rope_parameters`) configs."""
+    params = dict(config.get("rope_parameters") or {})
+    scaling = dict(config.get("rope_scaling") or {})
+    theta = params.pop("rope_theta", config.get("rope_theta", 10000.0))
+    merged = {**params, **scaling}
+    rope_type = merged.pop("rope_type", merged.pop("type", "default"))
+    if rope_type not in SUPPORTED_ROPE_TYPES:
+        raise UnsupportedModel(
+            f"rope type {rope_type!r} is not supported; supported: {', '.join(SUPPORTED_ROPE_TYPES)}"
+        )
+    if rope_type == "default":
+        return float(theta), {}
+    if rope_type == "llama3" and "original_max_position_embeddings" not in merged:
+        merged["original_max_position_embeddings"] = config["max_position_embeddings"]
+    return float(theta), {"rope_type": rope_type, **merged}
+
+
+def common_fields(config: dict) -> dict:
+    """Fields read the same way for every Llama-like family."""
+    heads = config["num_attention_heads"]
+    theta, scaling = rope_settings(config)
+    return dict(
+        vocab_size=config["vocab_size"],
+        hidden_size=config["hidden_size"],
+        intermediate_size=config["intermediate_size"],
+        num_layers=config["num_hidden_layers"],
+        num_heads=heads,
+        num_kv_heads=config.get("num_key_value_heads") or heads,
+        head_dim=config.get("head_dim") or config["hidden_size"] // heads,
+        rms_norm_eps=config["rms_norm_eps"],
+        rope_theta=theta,
+        rope_scaling=scaling,
+        tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+    )

@@ -1,0 +1,159 @@
+"""Load a built model (manifest + compiled chunk blobs) and run it: prefill, decode, KV cache.
+
+The runtime reads only `manifest.json` and the artifacts it names; it never imports the build code.
+
+Every tensor a graph reads or writes is a numpy buffer bound once at load time: the hidden state ping-pongs
+between two buffers from chunk to chunk, the KV cache is one buffer per layer that each step's new K/V rows
+are copied into, and the head reads only the one row whose logits are needed.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+
+# KV precision -> (numpy storage dtype, OpenVINO element type); numpy has no bf16, so it is stored as uint16.
+KV_TYPES = {"f32": (np.float32, ov.Type.f32), "f16": (np.float16, ov.Type.f16), "bf16": (np.uint16, ov.Type.bf16)}
+
+
+class ContextOverflow(ValueError):
+    """The sequence would not fit in the KV cache the model was built with."""
+
+
+class ArtifactError(RuntimeError):
+    """The built artifacts are missing or were built by another OpenVINO version or for another device."""
+
+
+def read_manifest(root: Path) -> dict:
+    path = Path(root) / "manifest.json"
+    if not path.is_file():
+        raise ArtifactError(f"{path} not found: build the model first (snakemake --cores 2)")
+    return json.loads(path.read_text())
+
+
+def _shared(array: np.ndarray, ov_type=None) -> ov.Tensor:
+    """An ov.Tensor over the array's memory (no copy)."""
+    if ov_type is None:
+        return ov.Tensor(array, shared_memory=True)
+    return ov.Tensor(array, list(array.shape), ov_type)
+
+
+class Model:
+    """A built model loaded for inference on one sequence (batch 1)."""
+
+    def __init__(self, root: Path, manifest: dict | None = None, progress=None):
+        self.root = Path(root)
+        self.manifest = manifest or read_manifest(self.root)
+        m = self.manifest
+        self.max_seq_len, self.prefill_len = m["max_seq_len"], m["prefill_len"]
+        self.spec = m["spec"]
+        self.vocab_size = self.spec["vocab_size"]
+        self.device = m["device"]["device"]
+        self.core = ov.Core()
+        chunks = m["chunks"]
+        steps = progress(chunks) if progress else chunks
+        self.requests = {}  # (chunk name, variant) -> InferRequest
+        for chunk in steps:
+            for variant, info in chunk["variants"].items():
+                self.requests[chunk["name"], variant] = self._import(info["blob"]).create_infer_request()
+        self.embed, self.head = chunks[0]["name"], chunks[-1]["name"]
+        self.decoders = [c for c in chunks if c["kind"] == "decoder"]
+        self._bind_buffers()
+        self.position = 0
+
+    def _import(self, blob: str) -> ov.CompiledModel:
+        device = self.manifest["device"]
+        try:
+            with open(self.root / blob, "rb") as f:
+                return self.core.import_model(f.read(), device["device"], device["properties"])
+        except (OSError, RuntimeError) as exc:
+            raise ArtifactError(
+                f"cannot load {self.root / blob} on {device['device']}: {str(exc).strip().splitlines()[0]}. "
+                f"It was built with OpenVINO {self.manifest['versions']['openvino']} "
+                f"(this is {ov.get_version()}); rebuild it with snakemake."
+            ) from None
+
+    def _bind_buffers(self):
+        spec, C = self.spec, self.max_seq_len
+        kv_np, kv_ov = KV_TYPES[self.manifest["kv_precision"]]
+        kv_shape = (1, spec["num_kv_heads"], C, spec["head_dim"])
+        self.cache = {}  # layer -> (key buffer, value buffer), [1,KV,C,hd]
+        lengths = {"prefill": self.prefill_len, "decode": 1}
+        self.ids = {v: np.zeros((1, T), np.int64) for v, T in lengths.items()}
+        self.positions = {v: np.zeros((1, T), np.int64) for v, T in lengths.items()}
+        # Ping-pong hidden-state buffers per variant; the embedding writes the first.
+        self.hidden = hidden = {v: [np.zeros((1, T, spec["hidden_size"]), np.float32) for _ in range(2)]
+                                for v, T in lengths.items()}
+        self.new_kv = {}  # (variant, layer) -> (key rows, value rows) [1,KV,T,hd]
+        for variant, T in lengths.items():
+            emb = self.requests[self.embed, variant]
+            emb.set_tensor("input_ids", _shared(self.ids[variant]))
+            emb.set_tensor("x", _shared(hidden[variant][0]))
+            for i, chunk in enumerate(self.decoders):
+                req = self.requests[chunk["name"], variant]
+                req.set_input_tensor(0, _shared(hidden[variant][i % 2]))
+                req.set_output_tensor(0, _shared(hidden[variant][(i + 1) % 2]))
+                req.set_tensor("position_ids", _shared(self.positions[variant]))
+                for layer in range(chunk["first_layer"], chunk["first_layer"] + chunk["num_layers"]):
+                    if layer not in self.cache:
+                        self.cache[layer] = (np.zeros(kv_shape, kv_np), np.zeros(kv_shape, kv_np))
+                    rows = tuple(np.zeros((1, kv_shape[1], T, kv_shape[3]), kv_np) for _ in range(2))
+                    self.new_kv[variant, layer] = rows
+                    for kind, past, new in zip(("key", "value"), self.cache[layer], rows):
+                        req.set_tensor(f"past_{kind}.{layer}", _shared(past, kv_ov))
+                        req.set_tensor(f"{kind}.{layer}", _shared(new, kv_ov))
+        self._hidden_out = {v: hidden[v][len(self.decoders) % 2] for v in lengths}
+        self.head_in = np.zeros((1, 1, spec["hidden_size"]), np.float32)
+        head = self.requests[self.head, "decode"]
+        head.set_tensor("x", _shared(self.head_in))
+        self.logits = head.get_tensor("logits")
+
+    def reset(self):
+        """Forget the sequence; stale cache slots are masked by position, so nothing needs clearing."""
+        self.position = 0
+
+    def check_fits(self, new_tokens: int):
+        if self.position + new_tokens > self.max_seq_len:
+            raise ContextOverflow(
+                f"{self.position} tokens in context + {new_tokens} new = {self.position + new_tokens} exceeds "
+                f"this build's max_seq_len = {self.max_seq_len}; rebuild with a larger max_seq_len in the recipe "
+                "(e.g. max_seq_len: 4096) and run snakemake again"
+            )
+
+    def _run(self, variant: str, ids: np.ndarray) -> np.ndarray:
+        """Run `len(ids)` (≤ the variant's length) tokens at the current position; returns their hidden states."""
+        n, pos = len(ids), self.position
+        self.ids[variant][0, :n] = ids
+        self.ids[variant][0, n:] = 0
+        self.positions[variant][0] = np.arange(pos, pos + self.positions[variant].shape[1])
+        self.requests[self.embed, variant].infer()
+        for chunk in self.decoders:
+            self.requests[chunk["name"], variant].infer()
+            for layer in range(chunk["first_layer"], chunk["first_layer"] + chunk["num_layers"]):
+                for past, new in zip(self.cache[layer], self.new_kv[variant, layer]):
+                    past[:, :, pos:pos + n] = new[:, :, :n]
+        self.position = pos + n
+        return self._hidden_out[variant][0, :n]
+
+    def _logits(self, hidden_row: np.ndarray) -> np.ndarray:
+        self.head_in[0, 0] = hidden_row
+        self.requests[self.head, "decode"].infer()
+        return self.logits.data[0, 0]
+
+    def forward(self, ids, all_logits: bool = False) -> np.ndarray:
+        """Append tokens to the sequence. Returns the last token's logits [V], or every token's [n, V]."""
+        ids = np.asarray(ids, dtype=np.int64)
+        self.check_fits(len(ids))
+        rows = []
+        if len(ids) == 1:
+            hidden = [self._run("decode", ids)]
+        else:
+            hidden = [self._run("prefill", ids[s:s + self.prefill_len]).copy()
+                      for s in range(0, len(ids), self.prefill_len)]
+        if not all_logits:
+            return self._logits(hidden[-1][-1]).copy()
+        for block in hidden:
+            rows += [self._logits(row).copy() for row in block]
+        return np.stack(rows)
