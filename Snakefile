@@ -1,14 +1,19 @@
 # NITRO: build each model in the recipe into results/<name>/ (chunked, compressed, compiled OpenVINO artifacts
 # and manifest.json). The stages live in rules/*.smk; what they run lives in the nitro package.
+import os
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The shipped recipe, unless the user gives their own with --configfile (which would otherwise be merged into it).
+if "models" not in config:
+
+    configfile: os.path.join(workflow.basedir, "config/config.yaml")
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+validate(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))
 
 
 include: "rules/common.smk"

@@ -109,6 +109,14 @@ def gguf_config(path: Path) -> dict:
     }
 
 
+def cpu_default_precision() -> str:
+    """bf16 on CPUs with AVX-512 bf16 or AMX, f32 elsewhere: what OpenVINO's CPU plugin computes in by default."""
+    import openvino as ov
+
+    precision = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
+    return "bf16" if precision == "bf16" else "f32"
+
+
 @dataclass(frozen=True)
 class Chunk:
     name: str  # "embed", "decoder_0", ..., "head"
@@ -177,12 +185,15 @@ class Recipe:
         return next(c for c in self.chunks if c.name == name)
 
     def kv_precision(self) -> str:
+        """The KV cache's element type: the precision the device computes in, so no step converts it."""
         s = self.settings
         if s["kv_cache_precision"] != "auto":
             return s["kv_cache_precision"]
-        if s["inference_precision"] == "f32":
-            return "f32"
-        return "bf16" if s["device"] == "CPU" and not s.get("npuw_on_cpu") else "f16"
+        if s["inference_precision"] != "default":
+            return s["inference_precision"]
+        if s["device"] == "CPU":
+            return cpu_default_precision()
+        return "f16"
 
     def export_params(self, name: str) -> dict:
         """Everything an export of this chunk depends on besides the source (Snakemake reruns the job when it

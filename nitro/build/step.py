@@ -27,6 +27,8 @@ def atomic_dir(final: Path):
     """Yield a scratch folder beside `final` that becomes `final` only if the block completes."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{final.name}.*.partial"):  # left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
     scratch = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial"))
     try:
         yield scratch

@@ -1,0 +1,149 @@
+"""Text generation over a loaded Model: tokenize, prefill, decode, stop, stream.
+
+The Generator mirrors the KV cache in `context` (the token ids whose K/V are cached), so a chat turn whose
+prompt extends the cached tokens prefills only the new ones; any other call starts from a clean state.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .model import ContextOverflow, Model
+from .sampling import Sampler, SamplingParams
+
+
+@dataclass
+class Completion:
+    """One generation: the new text only (no prompt), its token ids, why it stopped and how fast it ran."""
+
+    text: str
+    token_ids: list[int]
+    prompt_tokens: int
+    prefilled_tokens: int  # prompt tokens actually run (fewer than prompt_tokens when the cache is reused)
+    finish_reason: str  # "stop" (EOS or stop string) or "length"
+    ttft_s: float
+    decode_s: float
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        steps = len(self.token_ids) - 1
+        return steps / self.decode_s if steps > 0 and self.decode_s > 0 else 0.0
+
+
+def load_tokenizer(folder: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(folder))
+
+
+class Generator:
+    def __init__(self, model: Model, tokenizer=None):
+        self.model = model
+        self.tokenizer = tokenizer or load_tokenizer(model.root / model.manifest["tokenizer"])
+        self.eos_ids = set(model.manifest["eos_token_ids"])
+        self.context: list[int] = []
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=True)["input_ids"]
+
+    def chat_ids(self, messages: list[dict]) -> list[int]:
+        """The model's own chat template, with the assistant's turn opened."""
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def reset(self):
+        self.context = []
+        self.model.reset()
+
+    def _prefill(self, prompt_ids: list[int], reuse_cache: bool) -> tuple[np.ndarray, int]:
+        """Run the prompt (or only its part past the cached prefix); returns the last logits and tokens run."""
+        cached = len(self.context)
+        if not (reuse_cache and 0 < cached < len(prompt_ids) and prompt_ids[:cached] == self.context):
+            self.reset()
+            cached = 0
+        logits = self.model.forward(prompt_ids[cached:])
+        self.context = list(prompt_ids)
+        return logits, len(prompt_ids) - cached
+
+    def stream(self, prompt_ids: list[int], params: SamplingParams, reuse_cache: bool = False) -> "Stream":
+        if not prompt_ids:
+            raise ValueError("the prompt is empty: give at least one token")
+        needed = len(prompt_ids) + params.max_new_tokens
+        if needed > self.model.max_seq_len:
+            raise ContextOverflow(
+                f"prompt of {len(prompt_ids)} tokens + max_new_tokens {params.max_new_tokens} = {needed} exceeds "
+                f"this build's max_seq_len = {self.model.max_seq_len}; shorten the prompt, lower max_new_tokens, "
+                "or rebuild with a larger max_seq_len in the recipe and run snakemake again"
+            )
+        return Stream(self, prompt_ids, params, reuse_cache)
+
+    def generate(self, prompt_ids: list[int], params: SamplingParams, reuse_cache: bool = False) -> Completion:
+        s = self.stream(prompt_ids, params, reuse_cache)
+        for _ in s:
+            pass
+        return s.completion
+
+
+class Stream:
+    """Iterate for text deltas as they are generated; `completion` is set once iteration ends.
+    Closing the iterator early (a client went away) stops generation."""
+
+    def __init__(self, gen: Generator, prompt_ids, params: SamplingParams, reuse_cache: bool):
+        self.gen, self.prompt_ids, self.params, self.reuse_cache = gen, list(prompt_ids), params, reuse_cache
+        self.completion: Completion | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        gen, p = self.gen, self.params
+        sampler = Sampler(p)
+        start = time.perf_counter()
+        logits, prefilled = gen._prefill(self.prompt_ids, self.reuse_cache)
+        history = list(self.prompt_ids)
+        new: list[int] = []
+        emitted, finish, first_at = "", "length", None
+        while True:
+            token = sampler(logits, history)
+            if first_at is None:
+                first_at = time.perf_counter()
+            if token in gen.eos_ids and not p.ignore_eos:
+                finish = "stop"
+                break
+            new.append(token)
+            history.append(token)
+            text, stopped = self._text(new)
+            ready = text if stopped else self._settled(text)
+            if len(ready) > len(emitted):
+                yield ready[len(emitted):]
+                emitted = ready
+            if stopped:
+                finish = "stop"
+                break
+            if len(new) >= p.max_new_tokens:
+                break
+            logits = gen.model.forward([token])
+            gen.context.append(token)
+        final, _ = self._text(new)
+        if len(final) > len(emitted):
+            yield final[len(emitted):]
+        end = time.perf_counter()
+        self.completion = Completion(
+            text=final, token_ids=new, prompt_tokens=len(self.prompt_ids), prefilled_tokens=prefilled,
+            finish_reason=finish, ttft_s=first_at - start, decode_s=end - first_at,
+        )
+
+    def _text(self, ids: list[int]) -> tuple[str, bool]:
+        """The decoded new text, cut before the first stop string; and whether one was found."""
+        text = self.gen.tokenizer.decode(ids, skip_special_tokens=True)
+        hits = [i for i in (text.find(s) for s in self.params.stop if s) if i >= 0]
+        return (text[: min(hits)], True) if hits else (text, False)
+
+    def _settled(self, text: str) -> str:
+        """The part of `text` that can be shown already: not a half-decoded character, not the start of a
+        stop string that the next tokens might complete."""
+        if text.endswith("\ufffd"):
+            text = text[:-1]
+        longest = max((len(s) for s in self.params.stop), default=0)
+        return text[: len(text) - longest + 1] if longest > 1 else text

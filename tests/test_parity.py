@@ -1,0 +1,123 @@
+"""The chunked OpenVINO artifacts compute what transformers computes on the same weights."""
+from __future__ import annotations
+
+import numpy as np
+import openvino as ov
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from nitro.runtime import Model
+from nitro.runtime.generate import Generator
+from nitro.runtime.sampling import SamplingParams
+
+FAMILIES = ("llama", "qwen2")
+PROMPTS = [
+    "The weather outside is super cold, but",
+    "Once upon a time, in a small village,",
+    "The capital of France is",
+    "def fibonacci(n):",
+    "Water boils at",
+]
+
+
+def hf_model(folder):
+    return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+
+
+def hf_logits(hf, ids) -> np.ndarray:
+    with torch.no_grad():
+        return hf(torch.tensor([ids])).logits[0].numpy()
+
+
+def hf_greedy(hf, ids, n) -> list[int]:
+    """n greedy tokens, never stopping at EOS (so both sides produce exactly n)."""
+    ids = list(ids)
+    for _ in range(n):
+        ids.append(int(hf_logits(hf, ids)[-1].argmax()))
+    return ids[-n:]
+
+
+def nitro_greedy(model: Model, ids, n) -> list[int]:
+    model.reset()
+    out = [int(model.forward(ids).argmax())]
+    while len(out) < n:
+        out.append(int(model.forward(out[-1:]).argmax()))
+    return out
+
+
+def relative_error(ours, theirs) -> float:
+    return float(np.abs(ours - theirs).max() / np.abs(theirs).max())
+
+
+def prompt_ids(vocab: int, length: int, seed: int = 1) -> list[int]:
+    return np.random.default_rng(seed).integers(0, vocab, length).tolist()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tiny_f32_logits_and_greedy_match_transformers(family, tiny_builds, tiny_sources):
+    hf = hf_model(tiny_sources[family])
+    model = Model(tiny_builds[f"{family}_f32"])
+    ids = prompt_ids(model.vocab_size, 41)  # > prefill_len 16: three prefill calls, the last one padded
+    ours = model.forward(ids, all_logits=True)
+    err = relative_error(ours, hf_logits(hf, ids))
+    print(f"{family} f32: max |logit diff| / max |logit| = {err:.2e}")
+    assert err <= 1e-4
+    assert nitro_greedy(model, ids[:7], 32) == hf_greedy(hf, ids[:7], 32)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tiny_default_precision_logits_close_to_transformers(family, tiny_builds, tiny_sources):
+    """At the CPU's default precision (bf16 on AVX-512-bf16 CPUs) the attention must not be mis-fused."""
+    precision = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
+    hf = hf_model(tiny_sources[family])
+    model = Model(tiny_builds[f"{family}_default"])
+    ids = prompt_ids(model.vocab_size, 41, seed=2)
+    err = relative_error(model.forward(ids, all_logits=True), hf_logits(hf, ids))
+    print(f"{family} at default precision {precision}: relative error {err:.2e}")
+    assert err <= (1e-4 if precision == "f32" else 3e-2)
+
+
+def test_smollm2_fp32_greedy_matches_transformers(smollm2_builds):
+    root = smollm2_builds["smollm2_fp32"]
+    gen = Generator(Model(root))
+    hf = hf_model(root / "source")
+    for prompt in PROMPTS:
+        ids = gen.encode(prompt)
+        ours = gen.generate(ids, SamplingParams(max_new_tokens=32, ignore_eos=True)).token_ids
+        assert ours == hf_greedy(hf, ids, 32), prompt
+
+
+def test_smollm2_int8_teacher_forced_agreement(smollm2_builds):
+    root = smollm2_builds["smollm2"]
+    assert {c["compression"]["mode"] for c in Model(root).manifest["chunks"]} == {"INT8_ASYM"}
+    gen = Generator(Model(root))
+    hf = hf_model(root / "source")
+    text = (
+        "The history of science covers the development of science from ancient times to the present. "
+        "It encompasses all three major branches of science: natural, social, and formal. Protoscience, "
+        "early sciences, and natural philosophies such as alchemy and astrology during the Bronze Age, "
+        "Iron Age, classical antiquity, and the Middle Ages declined during the early modern period after "
+        "the establishment of formal disciplines of science in the Age of Enlightenment. Scientific methods "
+        "were first described by Ibn al-Haytham, and the Scientific Revolution of the sixteenth and "
+        "seventeenth centuries brought the laboratory, the experiment and the printed journal to Europe."
+    )
+    ids = gen.encode(text)
+    assert len(ids) >= 128
+    ours = gen.model.forward(ids, all_logits=True).argmax(-1)
+    theirs = hf_logits(hf, ids).argmax(-1)
+    agreement = float((ours == theirs).mean())
+    print(f"SmolLM2 INT8 vs transformers fp32: top-1 agreement {agreement:.1%} over {len(ids)} positions")
+    assert agreement >= 0.90
+
+
+def test_npu_build_matches_cpu_greedy(smollm2_builds):
+    """The NPU build (static shapes, compiled by the NPU plugin's NPUW path onto the CPU) runs every chunk
+    and gives the CPU build's greedy tokens."""
+    npu = Model(smollm2_builds["smollm2_npu"])
+    cpu = Model(smollm2_builds["smollm2"])
+    assert npu.device == "NPU"
+    gen = Generator(cpu)
+    for prompt in PROMPTS[:3]:
+        ids = gen.encode(prompt)
+        assert nitro_greedy(npu, ids, 16) == nitro_greedy(cpu, ids, 16), prompt
