@@ -1,7 +1,8 @@
 rule source:
     """Materialise the checkpoint as a HF folder with a tensor index, and the tokenizer files apart."""
     input:
-        code("build/source.py"),
+        code=code("build/source.py"),
+        checkpoint=lambda w: RECIPES[w.model].source.files(),
     output:
         source=directory("results/{model}/source"),
         tokenizer=directory("results/{model}/tokenizer"),

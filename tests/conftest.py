@@ -5,6 +5,7 @@ torch and OpenVINO, which dominates the time of a tiny build.
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,16 @@ def snakemake(workdir: Path, recipe: dict | None, *args: str, check: bool = True
     return result
 
 
+def build_dir(tmp_path_factory, name: str) -> Path:
+    """A fresh folder, or with NITRO_TEST_CACHE set a persistent one, so that repeated local runs reuse
+    earlier builds (Snakemake then reruns nothing)."""
+    cache = os.environ.get("NITRO_TEST_CACHE")
+    if cache:
+        (Path(cache) / name).mkdir(parents=True, exist_ok=True)
+        return Path(cache) / name
+    return tmp_path_factory.mktemp(name)
+
+
 def tiny_recipe(source: Path, **overrides) -> dict:
     return {"source": str(source), "chunk_size": 3, "max_seq_len": 96, "prefill_len": 16,
             "compression": {"mode": "none"}, **overrides}
@@ -38,14 +49,18 @@ def tiny_recipe(source: Path, **overrides) -> dict:
 
 @pytest.fixture(scope="session")
 def tiny_sources(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("checkpoints")
-    return {family: make_checkpoint(root / family, family) for family in ("llama", "qwen2")}
+    root = build_dir(tmp_path_factory, "checkpoints")
+    sources = {}
+    for family in ("llama", "qwen2"):
+        folder = root / family
+        sources[family] = folder if (folder / "config.json").is_file() else make_checkpoint(folder, family)
+    return sources
 
 
 @pytest.fixture(scope="session")
 def tiny_builds(tmp_path_factory, tiny_sources) -> dict[str, Path]:
     """Each tiny family built uncompressed at f32 and at the CPU's default precision, in one Snakemake run."""
-    work = tmp_path_factory.mktemp("tiny_builds")
+    work = build_dir(tmp_path_factory, "tiny_builds")
     models = {}
     for family, source in tiny_sources.items():
         models[f"{family}_f32"] = tiny_recipe(source, inference_precision="f32")
@@ -58,7 +73,7 @@ def tiny_builds(tmp_path_factory, tiny_sources) -> dict[str, Path]:
 def smollm2_builds(tmp_path_factory) -> dict[str, Path]:
     """The real SmolLM2: the shipped default recipe (INT8), an uncompressed f32 build, and an NPU build
     checked through the NPU plugin's NPUW path on the CPU. The last two reuse the first's HF folder."""
-    work = tmp_path_factory.mktemp("smollm2")
+    work = build_dir(tmp_path_factory, "smollm2")
     default = yaml.safe_load((REPO / "config/config.yaml").read_text())["models"]["smollm2"]
     snakemake(work, {"models": {"smollm2": default}})
     hf_folder = work / "results/smollm2/source"

@@ -60,6 +60,15 @@ class Source:
             "a pkg:DIST/FILE reference or a hub id (org/name)"
         )
 
+    def files(self) -> list[str]:
+        """Local files the source is read from: a change to any of them makes the source stale."""
+        if self.kind == "gguf":
+            return [self.location]
+        if self.kind == "hf_dir":
+            folder = Path(self.location)
+            return sorted(str(f) for f in folder.iterdir() if f.suffix in (".json", ".safetensors", ".jinja"))
+        return []
+
     def hf_config(self) -> dict:
         """The checkpoint's config.json as a dict, read without loading weights."""
         if self.kind == "hf_dir":
