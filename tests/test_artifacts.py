@@ -1,0 +1,54 @@
+"""What the build leaves behind: static-shape IR, a complete manifest, and memory within what rules declare."""
+from __future__ import annotations
+
+import json
+
+import openvino as ov
+import pytest
+
+from nitro.build.compile import sha256
+
+
+def all_builds(tiny_builds, smollm2_builds):
+    return {**tiny_builds, **smollm2_builds}
+
+
+def test_every_ir_input_is_static(tiny_builds, smollm2_builds):
+    core = ov.Core()
+    checked = 0
+    for root in all_builds(tiny_builds, smollm2_builds).values():
+        for xml in root.glob("*/*/*.xml"):
+            for port in core.read_model(xml).inputs:
+                assert port.get_partial_shape().is_static, f"{xml}: {port.get_any_name()} {port.get_partial_shape()}"
+            checked += 1
+    assert checked >= 4 * 2 * 3  # every stage's IR of every variant was looked at
+
+
+def test_manifest_is_complete(smollm2_builds):
+    root = smollm2_builds["smollm2"]
+    m = json.loads((root / "manifest.json").read_text())
+    assert m["source"]["kind"] == "gguf" and m["family"] == "llama"
+    assert m["spec"]["num_layers"] == 30 and m["spec"]["tie_word_embeddings"]
+    assert [c["name"] for c in m["chunks"]] == ["embed", "decoder_0", "decoder_1", "decoder_2", "head"]
+    assert [c["num_layers"] for c in m["chunks"] if c["kind"] == "decoder"] == [10, 10, 10]
+    assert m["device"]["device"] == "CPU" and m["eos_token_ids"] == [2]
+    for chunk in m["chunks"]:
+        assert chunk["compression"]["mode"] == "INT8_ASYM"
+        for variant in chunk["variants"].values():
+            assert variant["inputs"] and variant["outputs"] and variant["compile_s"] > 0
+    for rel, digest in m["files"].items():
+        assert sha256(root / rel) == digest
+    assert {"openvino", "nncf", "torch", "transformers"} <= {k for k, v in m["versions"].items() if v}
+    steps = {(s["step"], s["chunk"]) for s in m["steps"]}
+    assert ("source", None) in steps and ("warmup", "head") in steps and len(steps) == 1 + 3 * 5
+    assert m["smoke"]["load_s"] > 0 and m["smoke"]["peak_rss_mb"] > 0
+
+
+@pytest.mark.parametrize("build", ["smollm2", "smollm2_fp32"])
+def test_declared_memory_bounds_measured_peak(smollm2_builds, build):
+    root = smollm2_builds[build]
+    logs = [json.loads(p.read_text()) for p in sorted((root / "logs").rglob("*.json"))]
+    assert len(logs) == 1 + 3 * 5 + 1
+    for log in logs:
+        print(f"{log['step']:9} {str(log['chunk']):10} peak {log['peak_rss_mb']:7.0f} MB  declared {log['mem_mb']} MB")
+        assert log["peak_rss_mb"] <= log["mem_mb"], log
