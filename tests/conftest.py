@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,11 @@ def snakemake(workdir: Path, recipe: dict | None, *args: str, check: bool = True
         (workdir / "recipe.yaml").write_text(yaml.safe_dump(recipe))
         cmd += ["--configfile", str(workdir / "recipe.yaml")]
     result = subprocess.run(cmd + list(args), capture_output=True, text=True)
+    for _ in range(90):  # another test session builds into the same NITRO_TEST_CACHE folder: wait for it
+        if "LockException" not in result.stderr:
+            break
+        time.sleep(10)
+        result = subprocess.run(cmd + list(args), capture_output=True, text=True)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}")
     return result
