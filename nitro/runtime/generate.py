@@ -60,14 +60,20 @@ class Generator:
         self.model.reset()
 
     def _prefill(self, prompt_ids: list[int], reuse_cache: bool) -> tuple[np.ndarray, int]:
-        """Run the prompt (or only its part past the cached prefix); returns the last logits and tokens run."""
-        cached = len(self.context)
-        if not (reuse_cache and 0 < cached < len(prompt_ids) and prompt_ids[:cached] == self.context):
-            self.reset()
-            cached = 0
-        logits = self.model.forward(prompt_ids[cached:])
+        """Run the prompt, or with `reuse_cache` only its part past the longest prefix it shares with the
+        cache; returns the last logits and the tokens run. Rewinding to that prefix (not only extending the
+        whole cache) keeps the cache when a chat template re-tokenizes the last answer differently, or when
+        an earlier answer was interrupted: cache slots past the position are masked, so nothing needs clearing."""
+        shared = 0
+        if reuse_cache:
+            limit = min(len(self.context), len(prompt_ids) - 1)  # at least one token must run for logits
+            while shared < limit and self.context[shared] == prompt_ids[shared]:
+                shared += 1
+        self.context = list(prompt_ids[:shared])
+        self.model.position = shared
+        logits = self.model.forward(prompt_ids[shared:])
         self.context = list(prompt_ids)
-        return logits, len(prompt_ids) - cached
+        return logits, len(prompt_ids) - shared
 
     def stream(self, prompt_ids: list[int], params: SamplingParams, reuse_cache: bool = False) -> "Stream":
         if not prompt_ids:
