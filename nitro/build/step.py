@@ -40,7 +40,13 @@ def atomic_dir(final: Path):
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (the kernel's high-water mark)."""
+    """Peak resident memory of this process so far: the kernel's high-water mark of its own address space.
+    (getrusage's ru_maxrss would also count the parent that forked it, Snakemake itself, across exec.)"""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
