@@ -1,0 +1,262 @@
+"""`nitro serve` as OpenAI clients see it: real server processes on loopback over the SmolLM2 build, checked
+against the runtime run directly on the same prompts and settings."""
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from nitro.runtime import Model
+from nitro.runtime.generate import Completion, Generator
+from nitro.runtime.sampling import SamplingParams
+
+MODEL = "smollm2"
+KEY = "test-key-d41f7"
+# SmolLM2 tells this story on and on (no early EOS), so it keeps the model busy for as long as asked.
+STORY = [{"role": "user", "content": "Tell me a story about a cat."}]
+QUESTIONS = [[{"role": "user", "content": q}] for q in
+             ("What is the capital of France?", "Name a color.", "What is 2 + 2?", "Say hello in Spanish.")]
+PROMPTS = {"completion": "The weather outside is super cold, but", "chat": QUESTIONS[0]}
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+    def client(self, key: str = KEY) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0, timeout=900)
+
+    def health(self) -> dict:
+        return httpx.get(f"{self.url}/health", timeout=30).json()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(root: Path, log: Path, *options: str) -> Server:
+    port = free_port()
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "nitro.cli", "serve", str(root), "--port", str(port),
+                                    *options], stdout=out, stderr=subprocess.STDOUT)
+    return Server(f"http://127.0.0.1:{port}", process, log)
+
+
+def wait_until_ready(server: Server, timeout_s: float = 900):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise AssertionError(f"the server exited ({server.process.returncode}):\n{server.log.read_text()[-4000:]}")
+        try:
+            if httpx.get(f"{server.url}/health", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"the server did not answer /health in {timeout_s} s:\n{server.log.read_text()[-4000:]}")
+
+
+@pytest.fixture(scope="module")
+def servers(smollm2_builds, tmp_path_factory) -> dict[str, Server]:
+    """`keyed` (--api-key, default queue) and `small_queue` (--queue-size 2, no key), started together so that
+    their model loads overlap."""
+    root, logs = smollm2_builds["smollm2"], tmp_path_factory.mktemp("serve")
+    started = {"keyed": start_server(root, logs / "keyed.log", "--api-key", KEY),
+               "small_queue": start_server(root, logs / "small_queue.log", "--queue-size", "2")}
+    try:
+        for server in started.values():
+            wait_until_ready(server)
+        yield started
+    finally:
+        for server in started.values():
+            server.process.terminate()
+            server.process.wait(60)
+
+
+@pytest.fixture(scope="module")
+def runtime(smollm2_builds) -> Generator:
+    return Generator(Model(smollm2_builds["smollm2"]))
+
+
+def direct(runtime: Generator, kind: str, prompt, **settings) -> Completion:
+    """What the runtime itself generates for a completion prompt or chat messages."""
+    ids = runtime.chat_ids(prompt) if kind == "chat" else runtime.encode(prompt)
+    return runtime.generate(ids, SamplingParams(**settings))
+
+
+def ask(client: openai.OpenAI, kind: str, prompt, stream: bool = False, **request):
+    """(text, finish_reason, usage) of one request through the official client; streams ask for usage too."""
+    create = client.chat.completions.create if kind == "chat" else client.completions.create
+    args = {"messages": prompt} if kind == "chat" else {"prompt": prompt}
+    if not stream:
+        response = create(model=MODEL, **args, **request)
+        choice = response.choices[0]
+        return (choice.message.content if kind == "chat" else choice.text), choice.finish_reason, response.usage
+    chunks = list(create(model=MODEL, stream=True, stream_options={"include_usage": True}, **args, **request))
+    choices = [c.choices[0] for c in chunks if c.choices]
+    text = "".join((c.delta.content or "") if kind == "chat" else c.text for c in choices)
+    return text, choices[-1].finish_reason, chunks[-1].usage
+
+
+@pytest.mark.parametrize("kind", ["completion", "chat"])
+def test_openai_client_gets_the_runtime_text(servers, runtime, kind):
+    """Greedy (temperature absent), seeded sampling with top_p, and a stop string with temperature 0: the same
+    text, finish_reason and token counts as the runtime, streamed and not."""
+    client, prompt = servers["keyed"].client(), PROMPTS[kind]
+    greedy = direct(runtime, kind, prompt, max_new_tokens=16)
+    words = greedy.text.split()
+    stop = words[len(words) // 2]  # a word in the middle: the answer must end right before it
+    cases = [
+        ({"max_tokens": 16}, greedy),
+        ({"max_tokens": 16, "temperature": 1.5, "top_p": 0.95, "seed": 7},
+         direct(runtime, kind, prompt, max_new_tokens=16, do_sample=True, temperature=1.5, top_p=0.95, seed=7)),
+        ({"max_tokens": 16, "temperature": 0, "stop": stop}, direct(runtime, kind, prompt, max_new_tokens=16,
+                                                                   stop=[stop])),
+    ]
+    assert cases[1][1].text != greedy.text, "the seeded sample should differ from greedy"
+    assert cases[2][1].finish_reason == "stop" and stop not in cases[2][1].text
+    for request, expected in cases:
+        for stream in (False, True):
+            text, finish_reason, usage = ask(client, kind, prompt, stream, **request)
+            assert text == expected.text, (request, stream)
+            assert finish_reason == expected.finish_reason, (request, stream)
+            assert (usage.prompt_tokens, usage.completion_tokens) == (expected.prompt_tokens,
+                                                                      len(expected.token_ids)), (request, stream)
+
+
+def test_sixteen_concurrent_clients_each_get_their_answer(servers, runtime):
+    client = servers["keyed"].client()
+    expected = [direct(runtime, "chat", q, max_new_tokens=8).text for q in QUESTIONS]
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda i: ask(client, "chat", QUESTIONS[i % 4], stream=i % 2 == 1, max_tokens=8)[0],
+                                range(16)))
+    assert answers == [expected[i % 4] for i in range(16)]
+
+
+def test_full_queue_refuses_at_once_and_the_rest_complete(servers, runtime):
+    """With --queue-size 2 and the model busy, 2 of 16 concurrent clients wait and get their answers; the
+    other 14 get 429 while the queue is still full, i.e. without waiting for the model."""
+    server = servers["small_queue"]
+    client = server.client()
+    expected = [direct(runtime, "chat", q, max_new_tokens=8).text for q in QUESTIONS]
+    busy = client.chat.completions.create(model=MODEL, messages=STORY, max_tokens=400, stream=True)
+    chunks = iter(busy)
+    while not next(chunks).choices[0].delta.content:  # generating
+        pass
+
+    def one(i: int):
+        try:
+            return ask(client, "chat", QUESTIONS[i % 4], max_tokens=8)[0]
+        except openai.RateLimitError as exc:
+            return exc
+
+    with ThreadPoolExecutor(16) as pool:
+        futures = [pool.submit(one, i) for i in range(16)]
+        deadline = time.monotonic() + 120
+        while sum(f.done() for f in futures) < 14 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        refused = [f.result() for f in futures if f.done()]
+        assert server.health()["requests"] == 3  # the busy stream and 2 waiting: the refusals did not wait
+        busy.close()
+        results = [f.result() for f in futures]
+    assert len(refused) == 14 and all(isinstance(r, openai.RateLimitError) for r in refused)
+    error = refused[0].response.json()["error"]
+    assert error["code"] == "queue_full" and "--queue-size" in error["message"]
+    answered = [(i, r) for i, r in enumerate(results) if isinstance(r, str)]
+    assert len(answered) == 2
+    assert all(text == expected[i % 4] for i, text in answered)
+
+
+def test_client_disconnect_frees_the_model(servers):
+    """A stream abandoned early stops generating: the next request is served in a small fraction of the time
+    the abandoned generation would still have taken."""
+    server = servers["keyed"]
+    client = server.client()
+    max_tokens, read = 900, 8
+    stream = client.chat.completions.create(model=MODEL, messages=STORY, max_tokens=max_tokens, stream=True)
+    arrivals = []
+    for chunk in stream:
+        if chunk.choices[0].delta.content:
+            arrivals.append(time.monotonic())
+        if len(arrivals) == read:
+            break
+    stream.close()
+    per_token_s = (arrivals[-1] - arrivals[1]) / (read - 2)
+    start = time.monotonic()
+    ask(client, "chat", QUESTIONS[0], max_tokens=4)
+    waited = time.monotonic() - start
+    remaining_s = (max_tokens - read) * per_token_s
+    print(f"next request served in {waited:.2f} s; the abandoned generation had ~{remaining_s:.0f} s to go")
+    assert waited < remaining_s / 5
+    stopped = [int(n) for n in re.findall(r"client disconnected after (\d+) text chunks", server.log.read_text())]
+    assert stopped and stopped[-1] < max_tokens / 2
+    assert server.health()["requests"] == 0
+
+
+CHAT = {"model": MODEL, "messages": QUESTIONS[0]}
+LONG = "word " * 1500  # more tokens than the build's max_seq_len of 1024
+BAD_REQUESTS = {
+    "malformed JSON": ("chat/completions", b'{"model": "smollm2", "messages": [', 400, "not valid JSON"),
+    "not an object": ("chat/completions", [1, 2], 400, "must be a JSON object"),
+    "missing messages": ("chat/completions", {"model": MODEL}, 400, "messages: Field required"),
+    "missing prompt": ("completions", {"model": MODEL}, 400, "prompt: Field required"),
+    "messages not a list": ("chat/completions", {**CHAT, "messages": "hello"}, 400, "messages: Input should be"),
+    "content not text": ("chat/completions", {**CHAT, "messages": [{"role": "user", "content": 5}]}, 400,
+                         "messages.0.content"),
+    "max_tokens not a number": ("chat/completions", {**CHAT, "max_tokens": "many"}, 400, "max_tokens"),
+    "temperature not a number": ("chat/completions", {**CHAT, "temperature": "hot"}, 400, "temperature"),
+    "max_tokens 0": ("chat/completions", {**CHAT, "max_tokens": 0}, 400, "max_tokens"),
+    "max_tokens negative": ("completions", {"model": MODEL, "prompt": "Hi", "max_tokens": -3}, 400, "max_tokens"),
+    "max_tokens over capacity": ("chat/completions", {**CHAT, "max_tokens": 5000}, 400, "max_tokens = 5000"),
+    "prompt over capacity": ("completions", {"model": MODEL, "prompt": LONG}, 400, "prompt:"),
+    "messages over capacity": ("chat/completions", {**CHAT, "messages": [{"role": "user", "content": LONG}]}, 400,
+                               "messages:"),
+    "unknown model": ("chat/completions", {**CHAT, "model": "gpt-4o"}, 404, "'gpt-4o'"),
+    "several choices": ("completions", {"model": MODEL, "prompt": "Hi", "n": 3}, 400, "n:"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_REQUESTS)
+def test_bad_request_gets_4xx_naming_the_problem(servers, name):
+    server = servers["keyed"]
+    path, body, status, named = BAD_REQUESTS[name]
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    if isinstance(body, bytes):
+        response = httpx.post(f"{server.url}/v1/{path}", content=body, headers=headers, timeout=60)
+    else:
+        response = httpx.post(f"{server.url}/v1/{path}", json=body, headers=headers, timeout=60)
+    error = response.json()["error"]
+    print(f"{name}: {response.status_code} {error['message']}")
+    assert response.status_code == status
+    assert named in error["message"] and error["type"] == "invalid_request_error"
+    assert server.health()["status"] == "ok"
+
+
+def test_api_key_required_only_when_given_and_never_logged(servers):
+    keyed, open_ = servers["keyed"], servers["small_queue"]
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
+        response = httpx.get(f"{keyed.url}/v1/models", headers=headers, timeout=30)
+        assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key", headers
+    # Refused before the body is even read: a malformed body without the key is a 401, not a 400.
+    assert httpx.post(f"{keyed.url}/v1/completions", content=b"{", timeout=30).status_code == 401
+    with pytest.raises(openai.AuthenticationError):
+        keyed.client(key="wrong").models.list()
+    assert [m.id for m in keyed.client().models.list()] == [MODEL]
+    assert httpx.get(f"{keyed.url}/health", timeout=30).status_code == 200  # probes need no key
+    assert [m["id"] for m in httpx.get(f"{open_.url}/v1/models", timeout=30).json()["data"]] == [MODEL]
+    log = keyed.log.read_text()
+    assert f"Uvicorn running on {keyed.url}" in log  # bound to 127.0.0.1 without --host
+    assert KEY not in log
