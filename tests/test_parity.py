@@ -31,11 +31,15 @@ def hf_logits(hf, ids) -> np.ndarray:
 
 
 def hf_greedy(hf, ids, n) -> list[int]:
-    """n greedy tokens, never stopping at EOS (so both sides produce exactly n)."""
-    ids = list(ids)
-    for _ in range(n):
-        ids.append(int(hf_logits(hf, ids)[-1].argmax()))
-    return ids[-n:]
+    """n greedy tokens with transformers' KV cache, never stopping at EOS (so both sides produce exactly n)."""
+    out, past, step = [], None, torch.tensor([ids])
+    with torch.no_grad():
+        for _ in range(n):
+            result = hf(step, past_key_values=past, use_cache=True)
+            past = result.past_key_values
+            out.append(int(result.logits[0, -1].argmax()))
+            step = torch.tensor([out[-1:]])
+    return out
 
 
 def nitro_greedy(model: Model, ids, n) -> list[int]:
