@@ -35,7 +35,7 @@ class ChatProcess:
         """Read until the chat waits for input again; returns the stdout chunks as they arrived (an answer that
         streams comes in several) and the stderr text since the last call."""
         chunks, start, deadline = [], len(self.stderr), time.monotonic() + timeout
-        while not self.stderr.endswith("> "):
+        while not self.stderr[start:].endswith("> "):
             assert time.monotonic() < deadline and self.proc.poll() is None, self.stderr
             for key, _ in self.selector.select(timeout=1):
                 data = os.read(key.fileobj.fileno(), 65536).decode()

@@ -18,10 +18,28 @@ from nitro.runtime import ContextOverflow
 from nitro.runtime.sampling import Sampler, SamplingParams
 
 FAMILIES = ("llama", "qwen2")
-LONG_PROMPT = ("In the beginning the universe was created. This has made a lot of people very angry and been "
-               "widely regarded as a bad move. Many were increasingly of the opinion that they'd all made a big "
-               "mistake in coming down from the trees in the first place.")
-PROMPTS = ["The weather outside is super cold, but", LONG_PROMPT, "Hello"]
+PASSAGE = [
+    "The history of science covers the development of science from ancient times to the present.",
+    "It encompasses all three major branches of science: natural, social, and formal.",
+    "Protoscience, early sciences, and natural philosophies such as alchemy and astrology during the Bronze Age, "
+    "Iron Age, classical antiquity, and the Middle Ages declined during the early modern period.",
+    "Formal disciplines of science were established in the Age of Enlightenment.",
+    "Scientific methods were first described by Ibn al-Haytham, and the Scientific Revolution of the sixteenth "
+    "and seventeenth centuries brought the laboratory, the experiment and the printed journal to Europe.",
+    "In the nineteenth century many institutional and professional features of science began to take shape.",
+    "Along with the changing of natural philosophy to natural science, scientists became professionals.",
+]
+LONG_PROMPT = " ".join(PASSAGE[:3])
+SHORT_PROMPTS = ["The weather outside is super cold, but", "Hello"]
+
+
+def prompts_for(gen) -> list[str]:
+    """Two short prompts (the second a single token) and the shortest start of PASSAGE that is longer than the
+    build's prefill length, so that it takes several prefill calls."""
+    long = next(text for text in (" ".join(PASSAGE[:n]) for n in range(1, len(PASSAGE) + 1))
+                if len(gen.encode(text)) > gen.model.prefill_len)
+    assert len(gen.encode(SHORT_PROMPTS[1])) == 1
+    return [SHORT_PROMPTS[0], long, SHORT_PROMPTS[1]]
 
 
 @functools.cache
@@ -45,9 +63,8 @@ def hf_generate(folder, prompt_ids: list[int], max_new_tokens: int, **options) -
 
 def check_greedy_matches_transformers(pipe, source, max_new_tokens):
     gen = pipe.generator
-    lengths = [len(gen.encode(p)) for p in PROMPTS]
-    assert lengths[1] > gen.model.prefill_len and lengths[2] == 1, lengths
-    for prompt, completion in zip(PROMPTS, pipe.complete(PROMPTS, max_new_tokens)):
+    prompts = prompts_for(gen)
+    for prompt, completion in zip(prompts, pipe.complete(prompts, max_new_tokens)):
         theirs, stopped = hf_generate(source, gen.encode(prompt), max_new_tokens)
         assert completion.token_ids == theirs, prompt
         assert completion.finish_reason == ("stop" if stopped else "length")
@@ -67,7 +84,7 @@ def test_tiny_greedy_generate_matches_transformers(family, tiny, tiny_sources):
 
 def test_tiny_repetition_penalty_matches_transformers(tiny, tiny_sources):
     gen = tiny["llama"].generator
-    ids = gen.encode(PROMPTS[0])
+    ids = gen.encode(SHORT_PROMPTS[0])
     ours = gen.generate(ids, SamplingParams(max_new_tokens=24, repetition_penalty=1.5)).token_ids
     assert ours == hf_generate(tiny_sources["llama"], ids, 24, repetition_penalty=1.5)[0]
     assert ours != gen.generate(ids, SamplingParams(max_new_tokens=24)).token_ids
@@ -88,29 +105,29 @@ def test_smollm2_fp32_greedy_generate_matches_transformers(smollm2_builds):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_no_state_leaks_between_calls_and_batch_equals_one_by_one(family, tiny, tiny_builds):
     pipe = tiny[family]
-    first, second = PROMPTS[0], "Once upon a time"
+    first, second = SHORT_PROMPTS[0], "Once upon a time"
     assert isinstance(pipe.generate(first, max_new_tokens=12), str)
     after_another = pipe.generate(second, max_new_tokens=12)
     fresh = load_pipeline(tiny_builds[f"{family}_f32"]).generate(second, max_new_tokens=12)
     assert after_another == fresh
-    batch = pipe.generate([first, second, PROMPTS[2]], max_new_tokens=12)
-    assert batch == [pipe.generate(p, max_new_tokens=12) for p in (first, second, PROMPTS[2])]
+    batch = pipe.generate([first, second, SHORT_PROMPTS[1]], max_new_tokens=12)
+    assert batch == [pipe.generate(p, max_new_tokens=12) for p in (first, second, SHORT_PROMPTS[1])]
     assert batch[1] == fresh
 
 
 def test_sampling_is_seeded_and_honours_generation_config(tiny):
-    pipe = tiny["llama"]
-    greedy = pipe.generate(PROMPTS[:2], max_new_tokens=16)
+    pipe, prompts = tiny["llama"], [SHORT_PROMPTS[0], LONG_PROMPT]
+    greedy = pipe.generate(prompts, max_new_tokens=16)
     sampled = GenerationConfig(do_sample=True, temperature=1.0, seed=7)
     pipe.generation_config = sampled
     try:
-        once = pipe.generate(PROMPTS[:2], max_new_tokens=16)
-        assert pipe.generate(PROMPTS[:2], max_new_tokens=16) == once  # same seed, same text
+        once = pipe.generate(prompts, max_new_tokens=16)
+        assert pipe.generate(prompts, max_new_tokens=16) == once  # same seed, same text
         assert once != greedy  # do_sample is not ignored
         pipe.generation_config = replace(sampled, seed=8)
-        assert pipe.generate(PROMPTS[:2], max_new_tokens=16) != once
+        assert pipe.generate(prompts, max_new_tokens=16) != once
         pipe.generation_config = replace(sampled, top_k=1, temperature=3.0)
-        assert pipe.generate(PROMPTS[:2], max_new_tokens=16) == greedy
+        assert pipe.generate(prompts, max_new_tokens=16) == greedy
     finally:
         pipe.generation_config = GenerationConfig()
 
@@ -148,7 +165,7 @@ def test_temperature_and_top_p_give_the_expected_distribution():
 
 def test_stop_strings_cut_the_text_and_never_stream_a_part_of_it(tiny):
     gen = tiny["qwen2"].generator
-    ids = gen.encode(PROMPTS[0])
+    ids = gen.encode(SHORT_PROMPTS[0])
     full = gen.generate(ids, SamplingParams(max_new_tokens=24, ignore_eos=True)).text
     stop = full[len(full) // 2:][:4]
     assert stop.strip(), full
@@ -165,7 +182,7 @@ def test_every_eos_id_of_the_generation_config_stops(family, tiny, tiny_sources,
     gen = tiny[family].generator
     eos_ids = json.loads((tiny_sources[family] / "generation_config.json").read_text())["eos_token_id"]
     assert len(eos_ids) > 1 and gen.eos_ids == set(eos_ids)
-    ids = gen.encode(PROMPTS[0])
+    ids = gen.encode(SHORT_PROMPTS[0])
     plain = gen.generate(ids, SamplingParams(max_new_tokens=8)).token_ids
     forward = gen.model.forward
     for eos in eos_ids:
@@ -185,14 +202,14 @@ def test_every_eos_id_of_the_generation_config_stops(family, tiny, tiny_sources,
 
 def test_overflow_gives_the_documented_error_and_leaves_the_model_usable(tiny):
     pipe = tiny["llama"]
-    before = pipe.generate(PROMPTS[0], max_new_tokens=8)
+    before = pipe.generate(SHORT_PROMPTS[0], max_new_tokens=8)
     prompt_tokens = len(pipe.generator.encode(LONG_PROMPT))
     with pytest.raises(ContextOverflow) as error:
         pipe.generate(LONG_PROMPT, max_new_tokens=90)
     message = str(error.value)
     assert f"prompt of {prompt_tokens} tokens + max_new_tokens 90" in message
     assert "max_seq_len = 96" in message and "rebuild with a larger max_seq_len" in message
-    assert pipe.generate(PROMPTS[0], max_new_tokens=8) == before
+    assert pipe.generate(SHORT_PROMPTS[0], max_new_tokens=8) == before
 
 
 def nitro(*args: str) -> subprocess.CompletedProcess:
@@ -201,10 +218,10 @@ def nitro(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_nitro_generate_streams_the_completion_then_a_summary(tiny, tiny_builds):
-    result = nitro("generate", tiny_builds["llama_f32"], PROMPTS[0], "--max-new-tokens", 12)
+    result = nitro("generate", tiny_builds["llama_f32"], SHORT_PROMPTS[0], "--max-new-tokens", 12)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == tiny["llama"].generate(PROMPTS[0], max_new_tokens=12) + "\n"
-    prompt_tokens = len(tiny["llama"].generator.encode(PROMPTS[0]))
+    assert result.stdout == tiny["llama"].generate(SHORT_PROMPTS[0], max_new_tokens=12) + "\n"
+    prompt_tokens = len(tiny["llama"].generator.encode(SHORT_PROMPTS[0]))
     assert f"[prompt {prompt_tokens} tokens, 12 new tokens, TTFT " in result.stderr
     assert "tok/s]" in result.stderr
 

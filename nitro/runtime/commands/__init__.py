@@ -23,6 +23,8 @@ def add_common_arguments(parser, max_new_tokens: int):
 def sampling_params(args):
     from ..sampling import SamplingParams
 
+    if args.temperature < 0:
+        raise ValueError(f"--temperature {args.temperature}: must be >= 0 (0 is greedy)")
     return SamplingParams(
         max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0, temperature=args.temperature or 1.0,
         top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed,
@@ -42,6 +44,19 @@ def load_generator(root):
     from ..model import Model
 
     return Generator(Model(root, progress=loading_bar))
+
+
+def print_stream(stream) -> bool:
+    """Write the text deltas to stdout as they come, then a newline. False when Ctrl-C stopped it."""
+    try:
+        for delta in stream:
+            sys.stdout.write(delta)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        return False
+    finally:
+        print()
+    return True
 
 
 def summary(completion, context: str = "") -> str:

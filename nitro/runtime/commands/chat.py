@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from . import add_common_arguments, fail, load_generator, sampling_params, summary
+from . import add_common_arguments, fail, load_generator, print_stream, sampling_params, summary
 
 HELP = """commands:
   /reset        forget the conversation (the system prompt stays)
@@ -88,14 +88,9 @@ def answer(session, text: str, params):
             session.reset()
             answer(session, text, params)
         return
-    try:
-        for delta in stream:
-            sys.stdout.write(delta)
-            sys.stdout.flush()
-    except KeyboardInterrupt:
-        say("\n[answer interrupted; it is not kept in the conversation]")
+    if not print_stream(stream):
+        say("[answer interrupted; it is not kept in the conversation]")
         return
-    print()
     used = session.context_tokens
     say(summary(session.last, context=f", context {used}/{session.gen.model.max_seq_len}"))
 

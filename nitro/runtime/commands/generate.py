@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from . import add_common_arguments, fail, load_generator, sampling_params, summary
+from . import add_common_arguments, fail, load_generator, print_stream, sampling_params, summary
 
 
 def add_arguments(parser):
@@ -20,9 +20,7 @@ def run(args) -> int:
         stream = gen.stream(gen.encode(args.prompt), params)
     except (ArtifactError, ValueError) as exc:  # a missing build, bad options, or a prompt that cannot fit
         return fail("generate", exc)
-    for delta in stream:
-        sys.stdout.write(delta)
-        sys.stdout.flush()
-    print()
+    if not print_stream(stream):
+        return 130
     print(summary(stream.completion), file=sys.stderr)
     return 0
