@@ -118,3 +118,18 @@ def test_repl_offers_a_reset_when_history_is_full(tiny_llama, monkeypatch, capsy
     assert "no longer fits this build's max_seq_len = 96" in err
     assert "reset the conversation and send this message again? [y/N]" in err
     assert ", 1 exchanges] last answer: [prompt" in err
+
+
+def test_cache_reuse_rewinds_to_the_shared_prefix(tiny_llama):
+    """A prompt that shares only a prefix with the cache (an earlier turn edited, re-tokenized or cut short)
+    runs only what follows that prefix, and gives what a fresh prefill gives."""
+    gen, params = tiny_llama, SamplingParams(max_new_tokens=8, ignore_eos=True)
+    first = gen.encode("The weather outside is super cold, but the sun is out and the sky is blue")
+    second = first[:10] + gen.encode(" a storm is coming from the north")
+    assert first[10] != second[10]
+    gen.generate(first, params)
+    reused = gen.generate(second, params, reuse_cache=True)
+    assert reused.prefilled_tokens == len(second) - 10
+    assert reused.token_ids == gen.generate(second, params).token_ids
+    again = gen.generate(second, params, reuse_cache=True)  # all cached: only the last token reruns for logits
+    assert again.prefilled_tokens == 1 and again.token_ids == reused.token_ids
