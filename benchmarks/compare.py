@@ -1,0 +1,438 @@
+"""NITRO side by side with OpenVINO GenAI's LLMPipeline and optimum-intel's OVModelForCausalLM, and NITRO's
+build against `optimum-cli export openvino`, on the same checkpoints with INT8 weights. One command:
+
+    python benchmarks/compare.py            # SmolLM2-135M and the Qwen2.5-0.5B and Llama-3.2-1B shapes
+    python benchmarks/compare.py --quick    # SmolLM2 only, fewer tokens and runs: checks the harness
+
+Prints the tables and writes benchmarks/out/compare.json and compare.png. benchmarks/README.md says what each
+figure means. Every tool runs in a process of its own, one after the other in rotating order, round after round.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from checkpoints import REAL_SHAPES, make_checkpoint  # noqa: E402
+from conftest import snakemake  # noqa: E402
+
+from nitro.build.step import atomic_dir, write_json  # noqa: E402
+from nitro.runtime.bench import peak_rss_mb, random_prompt, summarize  # noqa: E402
+
+# Benchmark name -> family of the random-weight checkpoint at that real shape; None: the default recipe's SmolLM2.
+MODELS = {"smollm2-135m": None, "qwen2.5-0.5b": "qwen2", "llama-3.2-1b": "llama"}
+TOOLS = ("nitro", "genai", "optimum")
+LABELS = {"nitro": "NITRO", "genai": "OpenVINO GenAI", "optimum": "optimum-intel"}
+OPTIMUM_PINS = REPO / "benchmarks/optimum-intel.txt"
+# The recompression the incremental-rebuild figure times: one decoder chunk, INT8_ASYM -> INT8_SYM.
+CHANGED_CHUNK, CHANGED_MODE = "decoder_0", "INT8_SYM"
+
+
+@dataclass
+class Subject:
+    """One benchmarked model: the HF folder every tool starts from, NITRO's build and the anchors' export."""
+
+    name: str
+    recipe: dict
+    hf: Path
+    build: Path
+    export: Path
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    out = args.out
+    anchor_env = optimum_environment(out)
+    print(f"memory read bandwidth: measuring ({os.cpu_count()} threads) ...", flush=True)
+    bandwidth = read_bandwidth_gbs()
+    print(f"memory read bandwidth: {bandwidth:.1f} GB/s")
+    subjects, builds = [], {}
+    for name in args.models:
+        subject = prepare(name, out)
+        subjects.append(subject)
+        builds[name] = build_figures(subject, out, anchor_env, args)
+    speeds = {s.name: speed(s, out, anchor_env, args) for s in subjects}
+    for s in subjects:
+        builds[s.name]["rebuild"] = rebuild_after_change(s, out, args)
+    report = {
+        "machine": machine(bandwidth, out / "optimum-intel"),
+        "settings": {"prompt_tokens": args.prompt_len, "new_tokens": args.new_tokens, "runs": args.runs,
+                     "weights": "INT8 (NITRO: INT8_ASYM recipe; anchors: optimum-cli --weight-format int8)"},
+        "models": {s.name: {"speed": speeds[s.name], "ceiling": ceiling(s, bandwidth, speeds[s.name]),
+                            "build": builds[s.name]} for s in subjects},
+    }
+    write_json(out / "compare.json", report)
+    print_report(report)
+    chart(report, out / "compare.png")
+    print(f"\nwrote {out / 'compare.json'} and {out / 'compare.png'}")
+    return 0
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="SmolLM2 only, 32 new tokens, 2 rounds: checks the harness in a few minutes")
+    parser.add_argument("--models", nargs="+", choices=MODELS, help="benchmark only these (default: all)")
+    parser.add_argument("--prompt-len", type=int, default=128, help="prompt tokens (default 128)")
+    parser.add_argument("--new-tokens", type=int, help="tokens generated per run (default 128; --quick 32)")
+    parser.add_argument("--runs", type=int, help="interleaved rounds; figures are medians (default 5; --quick 2)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep builds, exports and their recorded figures from an earlier run (builds are "
+                             "still brought up to date); for iterating, not for the final figures")
+    parser.add_argument("--mem-mb", type=int, default=16000,
+                        help="memory the NITRO build may use at once (snakemake --resources mem_mb; default 16000)")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks/out", help="where everything is written")
+    args = parser.parse_args(argv)
+    args.models = args.models or (["smollm2-135m"] if args.quick else list(MODELS))
+    args.new_tokens = args.new_tokens or (32 if args.quick else 128)
+    args.runs = args.runs or (2 if args.quick else 5)
+    args.out = args.out.resolve()
+    return args
+
+
+def optimum_environment(out: Path) -> dict:
+    """Environment of the optimum-intel processes: its pinned overlay (see optimum-intel.txt) first on PYTHONPATH."""
+    overlay = out / "optimum-intel"
+    pins = OPTIMUM_PINS.read_text()
+    if not (overlay / "pins.txt").is_file() or (overlay / "pins.txt").read_text() != pins:
+        print(f"installing optimum-intel and its transformers into {overlay} (pip --no-deps --target) ...",
+              flush=True)
+        with atomic_dir(overlay) as scratch:
+            subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
+                            str(scratch), "-r", str(OPTIMUM_PINS)], check=True)
+            (scratch / "pins.txt").write_text(pins)
+    return worker_environment(overlay)
+
+
+def worker_environment(*first: Path) -> dict:
+    """Child processes run this checkout's nitro (as the Snakemake rules do), after any `first` folders."""
+    path = [*map(str, first), str(REPO), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))}
+
+
+def read_bandwidth_gbs(size_mb: int = 1024, repeats: int = 7) -> float:
+    """How fast all cores together stream a buffer far larger than the caches (numpy sums, which release the
+    GIL), best of `repeats`: the rate at which a decode step can at most read its weights."""
+    import numpy as np
+
+    buffer = np.ones(size_mb * 2**20 // 8)
+    parts = np.array_split(buffer, os.cpu_count())
+    best = 0.0
+    with ThreadPoolExecutor(len(parts)) as pool:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            list(pool.map(np.sum, parts))
+            best = max(best, buffer.nbytes / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def prepare(name: str, out: Path) -> Subject:
+    """The model's recipe and folders; a random-weight checkpoint is made once and kept."""
+    default = yaml.safe_load((REPO / "config/config.yaml").read_text())["models"]["smollm2"]
+    work = out / "work"
+    family = MODELS[name]
+    if family is None:
+        recipe, hf = default, work / "results" / name / "source"
+    else:
+        hf = out / "checkpoints" / name
+        if not (hf / "config.json").is_file():
+            print(f"{name}: making a random-weight checkpoint at the real shape ...", flush=True)
+            random_checkpoint(hf, family, REAL_SHAPES[name])
+        recipe = {**default, "source": str(hf)}
+    return Subject(name, recipe, hf, work / "results" / name, out / "anchors" / name)
+
+
+def random_checkpoint(dest: Path, family: str, shape: dict):
+    """make_checkpoint in a process of its own, so the full-precision model it holds is freed at once."""
+    with atomic_dir(dest) as scratch:
+        child = multiprocessing.get_context("spawn").Process(target=make_checkpoint, args=(scratch, family, shape))
+        child.start()
+        child.join()
+        if child.exitcode:
+            raise RuntimeError(f"making the {family} checkpoint at {dest} failed ({child.exitcode})")
+
+
+def build_figures(s: Subject, out: Path, anchor_env: dict, args) -> dict:
+    """Build with NITRO (Snakemake) and export with optimum-cli, timed, unless --reuse finds them recorded."""
+    record_path = out / "anchors" / f"{s.name}.build.json"
+    record = json.loads(record_path.read_text()) if args.reuse and record_path.is_file() else {}
+    full = not ((s.build / "manifest.json").is_file() and "nitro_build_s" in record)
+    print(f"{s.name}: NITRO build (snakemake{' --forceall' if full else ''}) ...", flush=True)
+    wall = snakemake_build(s, out, args, *(["--forceall"] if full else []))
+    if full:
+        record["nitro_build_s"] = round(wall, 3)
+    if "export" not in record or not (s.export / "openvino_model.xml").is_file():
+        print(f"{s.name}: optimum-cli export openvino --weight-format int8 ...", flush=True)
+        record["export"] = optimum_export(s.hf, s.export, anchor_env)
+    write_json(record_path, record)
+    steps = step_logs(s.build)
+    return {
+        "nitro_build_s": record["nitro_build_s"],
+        "nitro_steps_s": round(sum(st["wall_s"] for st in steps), 3),
+        "nitro_peak_step_rss_mb": max(st["peak_rss_mb"] for st in steps),
+        "chunks": len(json.loads((s.build / "manifest.json").read_text())["chunks"]),
+        "steps": steps,
+        "optimum_export": record["export"],
+    }
+
+
+def snakemake_build(s: Subject, out: Path, args, *options: str) -> float:
+    start = time.perf_counter()
+    snakemake(out / "work", {"models": {s.name: s.recipe}}, "--resources", f"mem_mb={args.mem_mb}", *options)
+    return time.perf_counter() - start
+
+
+def step_logs(build: Path) -> list[dict]:
+    """Every build step's log (wall time, peak RSS), in build order: the manifest's list, then the compile."""
+    manifest = json.loads((build / "manifest.json").read_text())
+    compile_log = json.loads((build / "logs/compile.json").read_text())
+    return [{k: st[k] for k in ("step", "chunk", "wall_s", "peak_rss_mb")} for st in manifest["steps"] + [compile_log]]
+
+
+def optimum_export(hf: Path, dest: Path, env: dict) -> dict:
+    """`optimum-cli export openvino --weight-format int8`: its wall time, and its peak RSS polled from its own
+    high-water mark (the kernel keeps the peak, so polling misses only the growth of its last 0.1 s)."""
+    log = dest.parent / f"{dest.name}.export.log"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(dest) as scratch, open(log, "w") as log_file:
+        cmd = [sys.executable, "-m", "optimum.commands.optimum_cli", "export", "openvino", "--model", str(hf),
+               "--task", "text-generation-with-past", "--weight-format", "int8", str(scratch)]
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        peak = 0.0
+        while proc.poll() is None:
+            try:
+                peak = max(peak, peak_rss_mb(proc.pid))
+            except FileNotFoundError:  # exited between poll() and the read
+                pass
+            time.sleep(0.1)
+        wall = time.perf_counter() - start
+        if proc.returncode:
+            raise RuntimeError(f"optimum-cli export of {hf} failed ({proc.returncode}); see {log}")
+    return {"wall_s": round(wall, 3), "peak_rss_mb": round(peak, 1)}
+
+
+def speed(s: Subject, out: Path, anchor_env: dict, args) -> dict:
+    """Each tool in a fresh process per round (1 warm-up + 1 measured run), rounds interleaved in rotating
+    order so drifting load hits every tool alike; then the median of the rounds, and ratios to GenAI."""
+    runs = out / "runs" / s.name
+    runs.mkdir(parents=True, exist_ok=True)
+    vocab = json.loads((s.hf / "config.json").read_text())["vocab_size"]
+    prompt = runs / "prompt.json"
+    prompt.write_text(json.dumps(random_prompt(vocab, args.prompt_len)))
+    rounds = {tool: [] for tool in TOOLS}
+    for r in range(args.runs):
+        for tool in TOOLS[r % 3:] + TOOLS[:r % 3]:
+            print(f"{s.name}: round {r + 1}/{args.runs}: {LABELS[tool]} ...", flush=True)
+            rounds[tool].append(run_worker(tool, s, runs / f"{tool}-{r}.json", prompt, anchor_env, args))
+    figures = {}
+    for tool, results in rounds.items():
+        figures[tool] = {
+            **summarize(results, args.new_tokens),
+            "load_s": statistics.median(x["load_s"] for x in results),
+            "peak_rss_mb": statistics.median(x["peak_rss_mb"] for x in results),
+            "rounds": [{k: x[k] for k in ("ttft_ms", "decode_s", "load_s", "peak_rss_mb")} for x in results],
+            "output_ids": results[-1]["output_ids"],
+        }
+    genai = figures["genai"]
+    for f in figures.values():
+        f["vs_genai"] = {k: round(f[k] / genai[k], 3) for k in ("ttft_ms", "decode_tokens_per_s", "tpot_ms",
+                                                                  "load_s", "peak_rss_mb")}
+        f["same_tokens_as_genai"] = next((i for i, (a, b) in enumerate(zip(f["output_ids"], genai["output_ids"]))
+                                          if a != b), args.new_tokens)
+    return figures
+
+
+def run_worker(tool: str, s: Subject, result: Path, prompt: Path, anchor_env: dict, args) -> dict:
+    if tool == "nitro":
+        cmd, env = [sys.executable, "-m", "nitro.cli", "bench", str(s.build)], worker_environment()
+    else:
+        cmd = [sys.executable, str(REPO / "benchmarks/anchors.py"), tool, str(s.export)]
+        env = anchor_env if tool == "optimum" else worker_environment()
+    cmd += ["--prompt-ids", str(prompt), "--new-tokens", str(args.new_tokens), "--runs", "1", "--warmup", "1",
+            "--json", str(result)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"{LABELS[tool]} on {s.name} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return json.loads(result.read_text())
+
+
+def ceiling(s: Subject, bandwidth_gbs: float, figures: dict) -> dict:
+    """Decode's physical ceiling: bandwidth ÷ weight bytes read per token (every decoder layer and the LM head;
+    the embedding reads one row), taken from NITRO's compressed decode graphs. NITRO's static KV cache, read
+    whole every step, is reported beside it."""
+    manifest = json.loads((s.build / "manifest.json").read_text())
+    weight_bytes = sum((s.build / c["variants"]["decode"]["xml"]).with_suffix(".bin").stat().st_size
+                       for c in manifest["chunks"] if c["kind"] != "embed")
+    spec = manifest["spec"]
+    kv_item = {"f32": 4, "f16": 2, "bf16": 2}[manifest["kv_precision"]]
+    kv_bytes = 2 * spec["num_layers"] * spec["num_kv_heads"] * manifest["max_seq_len"] * spec["head_dim"] * kv_item
+    tokens_per_s = bandwidth_gbs * 1e9 / weight_bytes
+    return {
+        "bandwidth_gbs": round(bandwidth_gbs, 2),
+        "weight_mb_per_token": round(weight_bytes / 1e6, 1),
+        "decode_ceiling_tokens_per_s": round(tokens_per_s, 1),
+        "share_of_ceiling": {t: round(f["decode_tokens_per_s"] / tokens_per_s, 3) for t, f in figures.items()},
+        "nitro_kv_mb_per_token": round(kv_bytes / 1e6, 1),
+        "nitro_kv_cache": f"{manifest['max_seq_len']} slots, {manifest['kv_precision']}",
+    }
+
+
+def rebuild_after_change(s: Subject, out: Path, args) -> dict:
+    """Time the rebuild after one chunk's compression changes, list the steps it reran, then change it back.
+    The build is brought up to date first, so a code edit made meanwhile is not counted in the rebuild."""
+    changed = copy.deepcopy(s.recipe)
+    changed["compression"] = {**changed["compression"], "chunks": {CHANGED_CHUNK: {"mode": CHANGED_MODE}}}
+    print(f"{s.name}: rebuild after recompressing {CHANGED_CHUNK} as {CHANGED_MODE} ...", flush=True)
+    snakemake_build(s, out, args)
+    before = log_times(s.build)
+    wall = snakemake_build(Subject(s.name, changed, s.hf, s.build, s.export), out, args)
+    rerun = sorted(step for step, t in log_times(s.build).items() if before[step] != t)
+    revert = snakemake_build(s, out, args)
+    return {"change": f"{CHANGED_CHUNK} -> {CHANGED_MODE}", "wall_s": round(wall, 3), "rerun_steps": rerun,
+            "revert_wall_s": round(revert, 3)}
+
+
+def log_times(build: Path) -> dict[str, int]:
+    """Step (e.g. "compress/decoder_0") -> when its log was written: a step that reran rewrote its log."""
+    logs = build / "logs"
+    return {str(p.relative_to(logs).with_suffix("")): p.stat().st_mtime_ns for p in logs.rglob("*.json")}
+
+
+def machine(bandwidth_gbs: float, overlay: Path) -> dict:
+    from importlib import metadata
+
+    import openvino as ov
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown")
+    versions = {p: metadata.version(p) for p in ("openvino", "openvino-genai", "optimum")}
+    for dist in metadata.distributions(path=[str(overlay)]):
+        versions[dist.metadata["Name"]] = dist.version
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "cpu_inference_precision": ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name(),
+        "memory_read_gbs": round(bandwidth_gbs, 2),
+        "versions": versions,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def print_report(report: dict) -> None:
+    m, st = report["machine"], report["settings"]
+    print(f"\n{m['cpu']}, {m['cores']} cores, CPU precision {m['cpu_inference_precision']}, "
+          f"memory read {m['memory_read_gbs']} GB/s; {st['prompt_tokens']} prompt + {st['new_tokens']} new tokens "
+          f"(greedy, EOS ignored), median of {st['runs']} interleaved rounds; ×G = ratio to OpenVINO GenAI")
+    head = (f"{'model':<14}{'tool':<16}{'TTFT ms':>9}{'×G':>6}{'tok/s':>8}{'×G':>6}{'ms/tok':>8}{'load s':>8}"
+            f"{'×G':>6}{'RSS MB':>8}{'×G':>6}{'ceiling':>9}{'same ids':>9}")
+    print(head)
+    print("-" * len(head))
+    for name, model in report["models"].items():
+        for tool, f in model["speed"].items():
+            r = f["vs_genai"]
+            share = model["ceiling"]["share_of_ceiling"][tool]
+            print(f"{name if tool == 'nitro' else '':<14}{LABELS[tool]:<16}{f['ttft_ms']:>9.1f}{r['ttft_ms']:>6.2f}"
+                  f"{f['decode_tokens_per_s']:>8.1f}{r['decode_tokens_per_s']:>6.2f}{f['tpot_ms']:>8.2f}"
+                  f"{f['load_s']:>8.2f}{r['load_s']:>6.2f}{f['peak_rss_mb']:>8.0f}{r['peak_rss_mb']:>6.2f}"
+                  f"{share:>9.0%}{f['same_tokens_as_genai']:>9}")
+        c = model["ceiling"]
+        print(f"{'':<14}decode ceiling {c['decode_ceiling_tokens_per_s']} tok/s ({c['weight_mb_per_token']} MB of "
+              f"weights per token); NITRO also reads {c['nitro_kv_mb_per_token']} MB of KV cache per token "
+              f"({c['nitro_kv_cache']})")
+    print("\nNITRO's targets (ratios to OpenVINO GenAI in this run)")
+    for name, model in report["models"].items():
+        r = model["speed"]["nitro"]["vs_genai"]
+        checks = [("decode ≥ 1.1×", r["decode_tokens_per_s"], r["decode_tokens_per_s"] >= 1.1),
+                  ("TTFT ≤ 0.9×", r["ttft_ms"], r["ttft_ms"] <= 0.9),
+                  ("peak RSS ≤ 1×", r["peak_rss_mb"], r["peak_rss_mb"] <= 1.0)]
+        print(f"  {name:<14}" + "   ".join(f"{label} {value:.2f} {'met' if ok else 'MISSED'}"
+                                           for label, value, ok in checks))
+    print("\nBuild (NITRO: every Snakemake step's wall time and peak RSS from its log; optimum-cli export of the "
+          "same HF folder)")
+    for name, model in report["models"].items():
+        print_build(name, model["build"])
+
+
+def print_build(name: str, b: dict) -> None:
+    e, rb = b["optimum_export"], b["rebuild"]
+    print(f"  {name:<22}{'wall s':>8}{'peak RSS MB':>13}")
+    for st in b["steps"]:
+        print(f"    {st['step'] + ' ' + (st['chunk'] or ''):<20}{st['wall_s']:>8.1f}{st['peak_rss_mb']:>13.0f}")
+    rss_ratio = b["nitro_peak_step_rss_mb"] / e["peak_rss_mb"]
+    time_ratio = b["nitro_build_s"] / e["wall_s"]
+    print(f"    full build {b['nitro_build_s']:.1f} s (snakemake --cores 2; its steps add up to "
+          f"{b['nitro_steps_s']:.1f} s), "
+          f"largest step peak {b['nitro_peak_step_rss_mb']:.0f} MB | optimum-cli export {e['wall_s']:.1f} s, "
+          f"peak {e['peak_rss_mb']:.0f} MB")
+    print(f"    largest step peak ÷ export peak = {rss_ratio:.2f} (target ≤ 0.35 at the Llama-3.2-1B shape: "
+          f"{'met' if rss_ratio <= 0.35 else 'MISSED'}); build time ÷ export time = {time_ratio:.2f} "
+          f"(target ≤ 2: {'met' if time_ratio <= 2 else 'MISSED'})")
+    compile_s = b["steps"][-1]["wall_s"]
+    allowed = b["nitro_build_s"] / b["chunks"] + compile_s
+    print(f"    recompress {rb['change']}: rebuild {rb['wall_s']:.1f} s (reran {', '.join(rb['rerun_steps'])}); "
+          f"target ≤ full ÷ {b['chunks']} chunks + compile = {allowed:.1f} s: "
+          f"{'met' if rb['wall_s'] <= allowed else 'MISSED'}")
+
+
+def chart(report: dict, path: Path) -> None:
+    """Grouped bars per model: decode speed (with the ceiling), TTFT, runtime peak RSS, load time, and the build's
+    peak RSS and time against optimum-cli export."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = list(report["models"])
+    x = np.arange(len(names))
+    width = 0.27
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    panels = [("decode_tokens_per_s", "decode tokens/s (higher is better)"), ("ttft_ms", "TTFT ms"),
+              ("peak_rss_mb", "runtime peak RSS MB"), ("load_s", "load s")]
+    for ax, (key, title) in zip(axes.flat, panels):
+        for i, tool in enumerate(TOOLS):
+            ax.bar(x + (i - 1) * width, [report["models"][n]["speed"][tool][key] for n in names], width,
+                   label=LABELS[tool])
+        ax.set_title(title)
+    ceilings = [report["models"][n]["ceiling"]["decode_ceiling_tokens_per_s"] for n in names]
+    axes[0, 0].scatter(x, ceilings, marker="_", s=2000, color="black", label="bandwidth ceiling")
+    builds = [report["models"][n]["build"] for n in names]
+    for ax, title, nitro, export in [
+        (axes[1, 1], "build peak RSS MB", [b["nitro_peak_step_rss_mb"] for b in builds],
+         [b["optimum_export"]["peak_rss_mb"] for b in builds]),
+        (axes[1, 2], "build time s", [b["nitro_build_s"] for b in builds],
+         [b["optimum_export"]["wall_s"] for b in builds]),
+    ]:
+        ax.bar(x - width / 2, nitro, width, label="NITRO (largest step / full build)")
+        ax.bar(x + width / 2, export, width, label="optimum-cli export", color="tab:green")
+        ax.set_title(title)
+    axes[1, 2].scatter(x - width / 2, [b["rebuild"]["wall_s"] for b in builds], marker="_", s=800, color="black",
+                       label="one-chunk recompression rebuild")
+    for ax in axes.flat:
+        ax.set_xticks(x, names)
+        ax.legend(fontsize=7)
+    m = report["machine"]
+    fig.suptitle(f"NITRO vs OpenVINO GenAI and optimum-intel, INT8 weights, {m['cpu']} ({m['cores']} cores), "
+                 f"{report['settings']['prompt_tokens']}+{report['settings']['new_tokens']} tokens")
+    fig.tight_layout()
+    partial = path.with_suffix(".partial.png")
+    fig.savefig(partial, dpi=100)
+    os.replace(partial, path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
