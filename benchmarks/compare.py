@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path[:0] = [str(REPO), str(REPO / "tests")]  # this checkout's nitro, as the workers and the rules use
 from checkpoints import REAL_SHAPES, make_checkpoint  # noqa: E402
 from conftest import snakemake  # noqa: E402
 
