@@ -104,7 +104,9 @@ def test_smollm2_int8_teacher_forced_agreement(smollm2_builds):
         "Iron Age, classical antiquity, and the Middle Ages declined during the early modern period after "
         "the establishment of formal disciplines of science in the Age of Enlightenment. Scientific methods "
         "were first described by Ibn al-Haytham, and the Scientific Revolution of the sixteenth and "
-        "seventeenth centuries brought the laboratory, the experiment and the printed journal to Europe."
+        "seventeenth centuries brought the laboratory, the experiment and the printed journal to Europe. "
+        "In the nineteenth century, science became a profession, with universities, societies and funding "
+        "that made research a career rather than a pastime for wealthy amateurs."
     )
     ids = gen.encode(text)
     assert len(ids) >= 128
@@ -116,12 +118,27 @@ def test_smollm2_int8_teacher_forced_agreement(smollm2_builds):
 
 
 def test_npu_build_matches_cpu_greedy(smollm2_builds):
-    """The NPU build (static shapes, compiled by the NPU plugin's NPUW path onto the CPU) runs every chunk
-    and gives the CPU build's greedy tokens."""
+    """The NPU build (static shapes, compiled by the NPU plugin's NPUW path onto the CPU, computing in f16 as an
+    NPU does) runs every chunk and picks the CPU build's greedy tokens. Fed the CPU's greedy continuation, it
+    must choose the same token at every position except near-ties, where f16 rounding (~0.04 in the logits
+    here) may swap the top two."""
     npu = Model(smollm2_builds["smollm2_npu"])
     cpu = Model(smollm2_builds["smollm2"])
-    assert npu.device == "NPU"
+    assert npu.device == "NPU" and npu.manifest["device"]["properties"]["NPUW_DEVICES"] == "CPU"
     gen = Generator(cpu)
-    for prompt in PROMPTS[:3]:
+    positions = ties = 0
+    for prompt in PROMPTS:
         ids = gen.encode(prompt)
-        assert nitro_greedy(npu, ids, 16) == nitro_greedy(cpu, ids, 16), prompt
+        greedy = nitro_greedy(cpu, ids, 16)
+        cpu.reset()
+        npu.reset()
+        ours = npu.forward(ids + greedy, all_logits=True)[len(ids) - 1:-1]
+        theirs = cpu.forward(ids + greedy, all_logits=True)[len(ids) - 1:-1]
+        assert relative_error(ours, theirs) < 5e-3, prompt
+        top2 = np.sort(theirs, axis=-1)[:, -2:]
+        near_tie = top2[:, 1] - top2[:, 0] < 0.05
+        agree = ours.argmax(-1) == np.asarray(greedy)
+        assert (agree | near_tie).all(), prompt
+        positions += len(greedy)
+        ties += int(near_tie.sum())
+    print(f"NPU vs CPU: same greedy token at every position of {positions} ({ties} near-ties)")

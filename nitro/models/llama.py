@@ -58,8 +58,12 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x):
+        # transformers' x * rsqrt(mean(x²) + eps), computed on x scaled by its largest magnitude: hidden states
+        # of real models reach ~2e4, whose square overflows where a device computes in f16 (an NPU).
         x = x.float()
-        return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
+        scale = x.abs().amax(-1, keepdim=True).clamp(min=1e-6)
+        y = x / scale
+        return self.weight * (y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.eps / scale.pow(2)))
 
 
 def rotate_half(x):

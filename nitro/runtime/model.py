@@ -40,6 +40,10 @@ def _shared(array: np.ndarray, ov_type=None) -> ov.Tensor:
     return ov.Tensor(array, list(array.shape), ov_type)
 
 
+def _layers(chunk: dict) -> range:
+    return range(chunk["first_layer"], chunk["first_layer"] + chunk["num_layers"])
+
+
 class Model:
     """A built model loaded for inference on one sequence (batch 1)."""
 
@@ -76,39 +80,29 @@ class Model:
             ) from None
 
     def _bind_buffers(self):
+        """Bind every graph input to a numpy buffer once. Outputs are read after each call instead of bound:
+        not every device plugin writes into a caller's output tensor (the NPU's NPUW path does not)."""
         spec, C = self.spec, self.max_seq_len
-        kv_np, kv_ov = KV_TYPES[self.manifest["kv_precision"]]
+        self.kv_dtype, kv_ov = KV_TYPES[self.manifest["kv_precision"]]
         kv_shape = (1, spec["num_kv_heads"], C, spec["head_dim"])
         self.cache = {}  # layer -> (key buffer, value buffer), [1,KV,C,hd]
         lengths = {"prefill": self.prefill_len, "decode": 1}
         self.ids = {v: np.zeros((1, T), np.int64) for v, T in lengths.items()}
         self.positions = {v: np.zeros((1, T), np.int64) for v, T in lengths.items()}
-        # Ping-pong hidden-state buffers per variant; the embedding writes the first.
-        self.hidden = hidden = {v: [np.zeros((1, T, spec["hidden_size"]), np.float32) for _ in range(2)]
-                                for v, T in lengths.items()}
-        self.new_kv = {}  # (variant, layer) -> (key rows, value rows) [1,KV,T,hd]
-        for variant, T in lengths.items():
-            emb = self.requests[self.embed, variant]
-            emb.set_tensor("input_ids", _shared(self.ids[variant]))
-            emb.set_tensor("x", _shared(hidden[variant][0]))
-            for i, chunk in enumerate(self.decoders):
+        self.hidden = {v: np.zeros((1, T, spec["hidden_size"]), np.float32) for v, T in lengths.items()}
+        for variant in lengths:
+            self.requests[self.embed, variant].set_tensor("input_ids", _shared(self.ids[variant]))
+            for chunk in self.decoders:
                 req = self.requests[chunk["name"], variant]
-                req.set_input_tensor(0, _shared(hidden[variant][i % 2]))
-                req.set_output_tensor(0, _shared(hidden[variant][(i + 1) % 2]))
+                req.set_input_tensor(0, _shared(self.hidden[variant]))
                 req.set_tensor("position_ids", _shared(self.positions[variant]))
-                for layer in range(chunk["first_layer"], chunk["first_layer"] + chunk["num_layers"]):
+                for layer in _layers(chunk):
                     if layer not in self.cache:
-                        self.cache[layer] = (np.zeros(kv_shape, kv_np), np.zeros(kv_shape, kv_np))
-                    rows = tuple(np.zeros((1, kv_shape[1], T, kv_shape[3]), kv_np) for _ in range(2))
-                    self.new_kv[variant, layer] = rows
-                    for kind, past, new in zip(("key", "value"), self.cache[layer], rows):
+                        self.cache[layer] = (np.zeros(kv_shape, self.kv_dtype), np.zeros(kv_shape, self.kv_dtype))
+                    for kind, past in zip(("key", "value"), self.cache[layer]):
                         req.set_tensor(f"past_{kind}.{layer}", _shared(past, kv_ov))
-                        req.set_tensor(f"{kind}.{layer}", _shared(new, kv_ov))
-        self._hidden_out = {v: hidden[v][len(self.decoders) % 2] for v in lengths}
         self.head_in = np.zeros((1, 1, spec["hidden_size"]), np.float32)
-        head = self.requests[self.head, "decode"]
-        head.set_tensor("x", _shared(self.head_in))
-        self.logits = head.get_tensor("logits")
+        self.requests[self.head, "decode"].set_input_tensor(0, _shared(self.head_in))
 
     def reset(self):
         """Forget the sequence; stale cache slots are masked by position, so nothing needs clearing."""
@@ -128,19 +122,26 @@ class Model:
         self.ids[variant][0, :n] = ids
         self.ids[variant][0, n:] = 0
         self.positions[variant][0] = np.arange(pos, pos + self.positions[variant].shape[1])
-        self.requests[self.embed, variant].infer()
+        hidden = self.hidden[variant]
+        embed = self.requests[self.embed, variant]
+        embed.infer()
+        np.copyto(hidden, embed.get_output_tensor(0).data)
         for chunk in self.decoders:
-            self.requests[chunk["name"], variant].infer()
-            for layer in range(chunk["first_layer"], chunk["first_layer"] + chunk["num_layers"]):
-                for past, new in zip(self.cache[layer], self.new_kv[variant, layer]):
-                    past[:, :, pos:pos + n] = new[:, :, :n]
+            req = self.requests[chunk["name"], variant]
+            req.infer()
+            for layer in _layers(chunk):
+                for kind, past in zip(("key", "value"), self.cache[layer]):
+                    # bf16 rows come back as a float16 view of the same bits; the cache stores them as uint16
+                    past[:, :, pos:pos + n] = req.get_tensor(f"{kind}.{layer}").data[:, :, :n].view(self.kv_dtype)
+            np.copyto(hidden, req.get_output_tensor(0).data)
         self.position = pos + n
-        return self._hidden_out[variant][0, :n]
+        return hidden[0, :n]
 
     def _logits(self, hidden_row: np.ndarray) -> np.ndarray:
         self.head_in[0, 0] = hidden_row
-        self.requests[self.head, "decode"].infer()
-        return self.logits.data[0, 0]
+        head = self.requests[self.head, "decode"]
+        head.infer()
+        return head.get_output_tensor(0).data[0, 0]
 
     def forward(self, ids, all_logits: bool = False) -> np.ndarray:
         """Append tokens to the sequence. Returns the last token's logits [V], or every token's [n, V]."""
