@@ -22,12 +22,7 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     modules = {}
     for name, (module, help_text) in SUBCOMMANDS.items():
-        try:
-            modules[name] = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
+        modules[name] = importlib.import_module(module)
         modules[name].add_arguments(sub.add_parser(name, help=help_text, description=help_text))
     args = parser.parse_args(argv)
     return modules[args.command].run(args)
