@@ -33,10 +33,6 @@ class ModelSpec:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelSpec":
-        return cls(**d)
-
     def layer_params(self) -> int:
         """Parameters in one decoder layer."""
         d, hd = self.hidden_size, self.head_dim
