@@ -70,7 +70,7 @@ class Generator:
             while shared < limit and self.context[shared] == prompt_ids[shared]:
                 shared += 1
         self.context = list(prompt_ids[:shared])
-        self.model.position = shared
+        self.model.rewind(shared)
         logits = self.model.forward(prompt_ids[shared:])
         self.context = list(prompt_ids)
         return logits, len(prompt_ids) - shared

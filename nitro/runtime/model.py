@@ -2,9 +2,9 @@
 
 The runtime reads only `manifest.json` and the artifacts it names; it never imports the build code.
 
-Every tensor a graph reads or writes is a numpy buffer bound once at load time: the hidden state ping-pongs
-between two buffers from chunk to chunk, the KV cache is one buffer per layer that each step's new K/V rows
-are copied into, and the head reads only the one row whose logits are needed.
+Every graph input is a numpy buffer bound once at load time: one hidden-state buffer per variant that each
+chunk's output is copied into for the next, one KV cache buffer per layer that each step's new K/V rows are
+copied into, and the head's input, which takes only the one row whose logits are needed.
 """
 from __future__ import annotations
 
@@ -106,7 +106,13 @@ class Model:
 
     def reset(self):
         """Forget the sequence; stale cache slots are masked by position, so nothing needs clearing."""
-        self.position = 0
+        self.rewind(0)
+
+    def rewind(self, position: int):
+        """Keep only the first `position` cached tokens (a chat turn that shares a prefix with the cache)."""
+        if not 0 <= position <= self.position:
+            raise ValueError(f"cannot rewind to {position}: {self.position} tokens are cached")
+        self.position = position
 
     def check_fits(self, new_tokens: int):
         if self.position + new_tokens > self.max_seq_len:
