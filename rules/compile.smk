@@ -26,6 +26,7 @@ rule compile:
                     "family": r.spec.family,
                     "max_seq_len": r.settings["max_seq_len"],
                     "prefill_len": r.settings["prefill_len"],
+                    "shapes": r.shapes(),
                     "device": r.device_params(),
                 },
             }

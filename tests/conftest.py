@@ -65,11 +65,13 @@ def tiny_sources(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def tiny_builds(tmp_path_factory, tiny_sources) -> dict[str, Path]:
-    """Each tiny family built uncompressed at f32 and at the CPU's default precision, in one Snakemake run."""
+    """Each tiny family built uncompressed: at f32 with the CPU's dynamic shapes and with an NPU's static ones,
+    and at the CPU's default precision; in one Snakemake run."""
     work = build_dir(tmp_path_factory, "tiny_builds")
     models = {}
     for family, source in tiny_sources.items():
         models[f"{family}_f32"] = tiny_recipe(source, inference_precision="f32")
+        models[f"{family}_f32_static"] = tiny_recipe(source, inference_precision="f32", shapes="static")
         models[f"{family}_default"] = tiny_recipe(source)
     snakemake(work, {"models": models})
     return {name: work / "results" / name for name in models}

@@ -58,15 +58,19 @@ def prompt_ids(vocab: int, length: int, seed: int = 1) -> list[int]:
     return np.random.default_rng(seed).integers(0, vocab, length).tolist()
 
 
+@pytest.mark.parametrize("shapes", ("dynamic", "static"))
 @pytest.mark.parametrize("family", FAMILIES)
-def test_tiny_f32_logits_and_greedy_match_transformers(family, tiny_builds, tiny_sources):
+def test_tiny_f32_logits_and_greedy_match_transformers(family, shapes, tiny_builds, tiny_sources):
     hf = hf_model(tiny_sources[family])
-    model = Model(tiny_builds[f"{family}_f32"])
-    ids = prompt_ids(model.vocab_size, 41)  # > prefill_len 16: three prefill calls, the last one padded
+    model = Model(tiny_builds[f"{family}_f32" + ("_static" if shapes == "static" else "")])
+    assert model.dynamic == (shapes == "dynamic")
+    # 41 tokens in prefill calls of 16 (the last one padded when static); a dynamic cache grows 32 -> 64 slots
+    ids = prompt_ids(model.vocab_size, 41)
     ours = model.forward(ids, all_logits=True)
     err = relative_error(ours, hf_logits(hf, ids))
-    print(f"{family} f32: max |logit diff| / max |logit| = {err:.2e}")
+    print(f"{family} f32 {shapes}: max |logit diff| / max |logit| = {err:.2e}, cache {model.capacity} slots")
     assert err <= 1e-4
+    assert model.capacity == (64 if shapes == "dynamic" else 96)
     assert nitro_greedy(model, ids[:7], 32) == hf_greedy(hf, ids[:7], 32)
 
 

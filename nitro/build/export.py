@@ -1,7 +1,10 @@
-"""Stage 2: export one chunk to OpenVINO IR, one static-shape graph per variant.
+"""Stage 2: export one chunk to OpenVINO IR, one graph per variant.
 
-Variants: `prefill` takes `prefill_len` tokens at once, `decode` one token; decoder chunks read a KV cache of
-`max_seq_len` slots. The head exists only as `decode`: the runtime feeds it the one row whose logits it needs.
+With static shapes (what an NPU needs): `prefill` takes `prefill_len` tokens at once, `decode` one token, and
+decoder chunks read a KV cache of `max_seq_len` slots. With dynamic shapes (CPU, GPU): one `dynamic` graph takes
+any number of tokens and cache slots, so the device holds each chunk's weights once and attention reads only the
+cache the runtime has allocated so far. The head exists only as `decode`: the runtime feeds it the one row whose
+logits it needs.
 """
 from __future__ import annotations
 
@@ -13,11 +16,13 @@ from .recipe import Chunk
 from .step import atomic_dir, write_json
 
 
-def variant_lengths(chunk: Chunk, prefill_len: int) -> dict[str, int]:
-    """Variant name -> number of new tokens T the graph takes."""
+def variant_lengths(chunk: Chunk, params: dict) -> dict[str, int | None]:
+    """Variant name -> number of new tokens T the graph takes (None: any)."""
     if chunk.kind == "head":
         return {"decode": 1}
-    return {"prefill": prefill_len, "decode": 1}
+    if params["shapes"] == "dynamic":
+        return {"dynamic": None}
+    return {"prefill": params["prefill_len"], "decode": 1}
 
 
 def _load_module(spec: ModelSpec, chunk: Chunk, source: Path):
@@ -34,20 +39,23 @@ def _load_module(spec: ModelSpec, chunk: Chunk, source: Path):
         else:
             module = family.DecoderChunk(spec, chunk.first_layer, chunk.num_layers)
     index = json.loads((source / "tensor_index.json").read_text())
-    wanted = module.weight_names()
-    state = {}
-    for file in sorted({index[hf] for hf in wanted.values()}):
+    wanted = module.weight_names()  # local name -> the HF tensors stacked along rows to make it
+    tensors = {}
+    for file in sorted({index[hf] for parts in wanted.values() for hf in parts}):
         with safe_open(str(source / file), framework="pt") as st:
-            for local, hf in wanted.items():
-                if index[hf] == file:
-                    state[local] = st.get_tensor(hf).float()
+            for hf in (hf for parts in wanted.values() for hf in parts if index[hf] == file):
+                tensors[hf] = st.get_tensor(hf).float()
+    state = {local: torch.cat([tensors.pop(hf) for hf in parts]) for local, parts in wanted.items()}
     module.load_state_dict(state, strict=True, assign=True)
     return module.eval()
 
 
 def _example(spec: ModelSpec, chunk: Chunk, T: int, cache_len: int):
-    """(input names, example tensors, output names) of one variant."""
+    """(input names, example tensors, output names) of one variant; T or cache_len None: a dynamic axis
+    (traced at a small size, then left open by `_open_axes`)."""
     import torch
+
+    T, cache_len = T or 3, cache_len or 5
 
     if chunk.kind == "embed":
         return ["input_ids"], [torch.zeros(1, T, dtype=torch.int64)], ["x"]
@@ -62,11 +70,19 @@ def _example(spec: ModelSpec, chunk: Chunk, T: int, cache_len: int):
     return names, tensors, outputs
 
 
+def _open_axes(name: str, shape, dynamic: bool) -> list[int]:
+    """The input's shape, with the token axis (and a KV input's slot axis) left open (-1) when dynamic."""
+    shape = list(shape)
+    if dynamic:
+        shape[2 if name.startswith("past_") else 1] = -1  # past K/V [1,KV,C,hd]; the rest [1,T,...]
+    return shape
+
+
 def describe(model) -> dict:
     """Input/output names, static shapes and element types of an ov.Model or CompiledModel."""
     def ports(items):
-        return {p.get_any_name(): {"shape": list(p.get_shape()), "type": p.get_element_type().get_type_name()}
-                for p in items}
+        return {p.get_any_name(): {"shape": [d.get_length() if d.is_static else -1 for d in p.get_partial_shape()],
+                                   "type": p.get_element_type().get_type_name()} for p in items}
     return {"inputs": ports(model.inputs), "outputs": ports(model.outputs)}
 
 
@@ -80,11 +96,13 @@ def export_chunk(source: Path, params: dict, out: Path) -> dict:
     kv_type = getattr(ov.Type, params["kv_precision"])
     variants = {}
     with atomic_dir(out) as scratch:
-        for variant, T in variant_lengths(chunk, params["prefill_len"]).items():
-            in_names, example, out_names = _example(spec, chunk, T, params["max_seq_len"])
+        for variant, T in variant_lengths(chunk, params).items():
+            cache_len = None if T is None else params["max_seq_len"]
+            in_names, example, out_names = _example(spec, chunk, T, cache_len)
             with torch.no_grad():
                 model = ov.convert_model(module, example_input=tuple(example))
-            model.reshape({i: list(t.shape) for i, t in enumerate(example)})
+            model.reshape({i: _open_axes(name, t.shape, T is None) for i, (name, t) in
+                           enumerate(zip(in_names, example))})
             for port, name in zip(model.inputs, in_names):
                 port.get_tensor().set_names({name})
             for port, name in zip(model.outputs, out_names):

@@ -183,6 +183,8 @@ class Recipe:
                 raise RecipeError(
                     f"{where}.compression.chunks.{key}: no such chunk; chunks are {', '.join(sorted(names))}"
                 )
+        if s["device"] == "NPU" and s["shapes"] == "dynamic":
+            raise RecipeError(f"{where}.shapes = dynamic: an NPU compiles static shapes only (use static or auto)")
         if s.get("npuw_on_cpu") and s["device"] != "NPU":
             raise RecipeError(f"{where}.npuw_on_cpu needs device: NPU (got device: {s['device']})")
 
@@ -212,7 +214,16 @@ class Recipe:
             "max_seq_len": self.settings["max_seq_len"],
             "prefill_len": self.settings["prefill_len"],
             "kv_precision": self.kv_precision(),
+            "shapes": self.shapes(),
         }
+
+    def shapes(self) -> str:
+        """Static graphs for an NPU, which compiles nothing else; dynamic ones elsewhere, where a static graph
+        per token count would hold its own copy of the weights (the CPU plugin shares none between graphs)."""
+        s = self.settings
+        if s["shapes"] != "auto":
+            return s["shapes"]
+        return "static" if s["device"] == "NPU" else "dynamic"
 
     def compression(self, name: str) -> dict:
         """The chunk's compression: the model-wide setting, then `decoders`, then the chunk's own override."""

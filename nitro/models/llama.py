@@ -76,17 +76,17 @@ class Attention(nn.Module):
         super().__init__()
         d, hd = spec.hidden_size, spec.head_dim
         self.heads, self.kv_heads, self.head_dim = spec.num_heads, spec.num_kv_heads, hd
-        self.q_proj = nn.Linear(d, spec.num_heads * hd, bias=spec.qkv_bias)
-        self.k_proj = nn.Linear(d, spec.num_kv_heads * hd, bias=spec.qkv_bias)
-        self.v_proj = nn.Linear(d, spec.num_kv_heads * hd, bias=spec.qkv_bias)
+        # q, k and v projections as one matrix: one larger matmul reads the weights faster than three small ones
+        self.qkv_proj = nn.Linear(d, (spec.num_heads + 2 * spec.num_kv_heads) * hd, bias=spec.qkv_bias)
         self.o_proj = nn.Linear(spec.num_heads * hd, d, bias=spec.o_bias)
 
     def forward(self, x, cos, sin, past_k, past_v, past_bias, new_bias):
         # x [1,T,D]; cos/sin [1,1,T,hd]; past_k/v [1,KV,C,hd]; past_bias [1,1,1,C]; new_bias [g*T,T]
         T, H, KV, hd = x.shape[1], self.heads, self.kv_heads, self.head_dim
-        q = self.q_proj(x).view(1, T, H, hd).transpose(1, 2)  # [1,H,T,hd]
-        k = self.k_proj(x).view(1, T, KV, hd).transpose(1, 2)  # [1,KV,T,hd]
-        v = self.v_proj(x).view(1, T, KV, hd).transpose(1, 2)
+        q, k, v = self.qkv_proj(x).split([H * hd, KV * hd, KV * hd], dim=-1)
+        q = q.view(1, T, H, hd).transpose(1, 2)  # [1,H,T,hd]
+        k = k.view(1, T, KV, hd).transpose(1, 2)  # [1,KV,T,hd]
+        v = v.view(1, T, KV, hd).transpose(1, 2)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         # Query heads sharing a KV head are stacked along the row axis: no repeated K/V (GQA).
@@ -105,12 +105,19 @@ class MLP(nn.Module):
     def __init__(self, spec: ModelSpec):
         super().__init__()
         d, i = spec.hidden_size, spec.intermediate_size
-        self.gate_proj = nn.Linear(d, i, bias=False)
-        self.up_proj = nn.Linear(d, i, bias=False)
+        self.gate_up_proj = nn.Linear(d, 2 * i, bias=False)  # gate and up projections as one matrix
         self.down_proj = nn.Linear(i, d, bias=False)
 
     def forward(self, x):
-        return self.down_proj(nn.functional.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return self.down_proj(nn.functional.silu(gate) * up)
+
+
+# Fused local projection -> the HF projections whose rows it stacks, in order.
+FUSED = {
+    "self_attn.qkv_proj": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    "mlp.gate_up_proj": ("mlp.gate_proj", "mlp.up_proj"),
+}
 
 
 class DecoderLayer(nn.Module):
@@ -137,8 +144,8 @@ class Embedding(nn.Module):
     def forward(self, input_ids):
         return self.embed_tokens(input_ids)
 
-    def weight_names(self) -> dict[str, str]:
-        return {"embed_tokens.weight": "model.embed_tokens.weight"}
+    def weight_names(self) -> dict[str, list[str]]:
+        return {"embed_tokens.weight": ["model.embed_tokens.weight"]}
 
 
 class DecoderChunk(nn.Module):
@@ -166,11 +173,13 @@ class DecoderChunk(nn.Module):
             new_kv += [k, v]
         return (x, *new_kv)
 
-    def weight_names(self) -> dict[str, str]:
+    def weight_names(self) -> dict[str, list[str]]:
         names = {}
         for j in range(self.count):
             for local in self.layers[j].state_dict():
-                names[f"layers.{j}.{local}"] = f"model.layers.{self.first + j}.{local}"
+                module, _, param = local.rpartition(".")
+                names[f"layers.{j}.{local}"] = [f"model.layers.{self.first + j}.{part}.{param}"
+                                                for part in FUSED.get(module, (module,))]
         return names
 
 
@@ -186,6 +195,6 @@ class Head(nn.Module):
     def forward(self, x):
         return self.lm_head(self.norm(x)).float()
 
-    def weight_names(self) -> dict[str, str]:
+    def weight_names(self) -> dict[str, list[str]]:
         lm = "model.embed_tokens.weight" if self.tied else "lm_head.weight"
-        return {"norm.weight": "model.norm.weight", "lm_head.weight": lm}
+        return {"norm.weight": ["model.norm.weight"], "lm_head.weight": [lm]}

@@ -2,9 +2,14 @@
 
 The runtime reads only `manifest.json` and the artifacts it names; it never imports the build code.
 
-Every graph input is a numpy buffer bound once at load time: one hidden-state buffer per variant that each
-chunk's output is copied into for the next, one KV cache buffer per layer that each step's new K/V rows are
-copied into, and the head's input, which takes only the one row whose logits are needed.
+The KV cache is one numpy buffer per layer and kind, [1,KV,capacity,hd], bound to every graph's past input;
+each step's new K/V rows are copied into it. Static graphs (NPU) read all `max_seq_len` slots, so their cache
+is that size from the start, and every other input is a buffer bound once at load time: the ids, the
+positions, one hidden-state buffer per variant that each chunk's output is copied into for the next.
+Dynamic graphs (CPU, GPU) take exactly the new tokens and read only the slots allocated so far, so their
+cache starts small and doubles as the sequence grows, and each chunk's output tensor is handed to the next
+as its input, uncopied. Outputs are read after each call, never bound: not every device plugin writes into a
+caller's output tensor (the NPU's NPUW path does not).
 """
 from __future__ import annotations
 
@@ -40,6 +45,16 @@ def _shared(array: np.ndarray, ov_type=None) -> ov.Tensor:
     return ov.Tensor(array, list(array.shape), ov_type)
 
 
+def _kv_outputs(request: ov.InferRequest) -> list[tuple[int, int, int]]:
+    """(output index, layer, 0 for key or 1 for value) of every new-K/V output ("key.3", "value.3")."""
+    found = []
+    for index, port in enumerate(request.model_outputs):
+        kind, _, layer = port.get_any_name().partition(".")
+        if layer:
+            found.append((index, int(layer), int(kind == "value")))
+    return found
+
+
 def _layers(chunk: dict) -> range:
     return range(chunk["first_layer"], chunk["first_layer"] + chunk["num_layers"])
 
@@ -64,7 +79,16 @@ class Model:
                 self.requests[chunk["name"], variant] = self._import(info["blob"]).create_infer_request()
         self.embed, self.head = chunks[0]["name"], chunks[-1]["name"]
         self.decoders = [c for c in chunks if c["kind"] == "decoder"]
-        self._bind_buffers()
+        self.dynamic = "dynamic" in self.decoders[0]["variants"]
+        self.kv_dtype, self.kv_type = KV_TYPES[m["kv_precision"]]
+        self._kv_outputs = {key: _kv_outputs(req) for key, req in self.requests.items() if key[0] not in (
+            self.embed, self.head)}
+        self.cache, self.capacity = {}, 0  # layer -> (key buffer, value buffer), [1,KV,capacity,hd]
+        self._reserve(1)
+        self.head_in = np.zeros((1, 1, self.spec["hidden_size"]), np.float32)
+        self.requests[self.head, "decode"].set_input_tensor(0, _shared(self.head_in))
+        if not self.dynamic:
+            self._bind_static_inputs()
         self.position = 0
 
     def _import(self, blob: str) -> ov.CompiledModel:
@@ -79,30 +103,43 @@ class Model:
                 f"(this is {ov.get_version()}); rebuild it with snakemake."
             ) from None
 
-    def _bind_buffers(self):
-        """Bind every graph input to a numpy buffer once. Outputs are read after each call instead of bound:
-        not every device plugin writes into a caller's output tensor (the NPU's NPUW path does not)."""
-        spec, C = self.spec, self.max_seq_len
-        self.kv_dtype, kv_ov = KV_TYPES[self.manifest["kv_precision"]]
-        kv_shape = (1, spec["num_kv_heads"], C, spec["head_dim"])
-        self.cache = {}  # layer -> (key buffer, value buffer), [1,KV,C,hd]
+    def _reserve(self, length: int):
+        """Make the cache hold at least `length` slots: all `max_seq_len` at once for static graphs; for dynamic
+        ones two prefill calls' worth, doubled as often as needed, copying what is cached (once per doubling)."""
+        if length <= self.capacity:
+            return
+        capacity = self.max_seq_len
+        if self.dynamic:
+            capacity = max(self.capacity, 2 * self.prefill_len)
+            while capacity < length:
+                capacity *= 2
+            capacity = min(capacity, self.max_seq_len)
+        spec = self.spec
+        shape = (1, spec["num_kv_heads"], capacity, spec["head_dim"])
+        for chunk in self.decoders:
+            for layer in _layers(chunk):
+                grown = (np.zeros(shape, self.kv_dtype), np.zeros(shape, self.kv_dtype))
+                for new, old in zip(grown, self.cache.get(layer, ())):
+                    new[:, :, :self.capacity] = old
+                self.cache[layer] = grown
+                for variant in chunk["variants"]:
+                    req = self.requests[chunk["name"], variant]
+                    for kind, buffer in zip(("key", "value"), grown):
+                        req.set_tensor(f"past_{kind}.{layer}", _shared(buffer, self.kv_type))
+        self.capacity = capacity
+
+    def _bind_static_inputs(self):
+        """Bind the static graphs' ids, positions and hidden states to numpy buffers once."""
         lengths = {"prefill": self.prefill_len, "decode": 1}
         self.ids = {v: np.zeros((1, T), np.int64) for v, T in lengths.items()}
         self.positions = {v: np.zeros((1, T), np.int64) for v, T in lengths.items()}
-        self.hidden = {v: np.zeros((1, T, spec["hidden_size"]), np.float32) for v, T in lengths.items()}
+        self.hidden = {v: np.zeros((1, T, self.spec["hidden_size"]), np.float32) for v, T in lengths.items()}
         for variant in lengths:
             self.requests[self.embed, variant].set_tensor("input_ids", _shared(self.ids[variant]))
             for chunk in self.decoders:
                 req = self.requests[chunk["name"], variant]
                 req.set_input_tensor(0, _shared(self.hidden[variant]))
                 req.set_tensor("position_ids", _shared(self.positions[variant]))
-                for layer in _layers(chunk):
-                    if layer not in self.cache:
-                        self.cache[layer] = (np.zeros(kv_shape, self.kv_dtype), np.zeros(kv_shape, self.kv_dtype))
-                    for kind, past in zip(("key", "value"), self.cache[layer]):
-                        req.set_tensor(f"past_{kind}.{layer}", _shared(past, kv_ov))
-        self.head_in = np.zeros((1, 1, spec["hidden_size"]), np.float32)
-        self.requests[self.head, "decode"].set_input_tensor(0, _shared(self.head_in))
 
     def reset(self):
         """Forget the sequence; stale cache slots are masked by position, so nothing needs clearing."""
@@ -122,26 +159,37 @@ class Model:
                 "(e.g. max_seq_len: 4096) and run snakemake again"
             )
 
-    def _run(self, variant: str, ids: np.ndarray) -> np.ndarray:
-        """Run `len(ids)` (≤ the variant's length) tokens at the current position; returns their hidden states."""
+    def _run(self, ids: np.ndarray) -> np.ndarray:
+        """Run `len(ids)` (≤ prefill_len) tokens at the current position; returns their hidden states [n,D]."""
         n, pos = len(ids), self.position
-        self.ids[variant][0, :n] = ids
-        self.ids[variant][0, n:] = 0
-        self.positions[variant][0] = np.arange(pos, pos + self.positions[variant].shape[1])
-        hidden = self.hidden[variant]
+        self._reserve(pos + n)
+        if self.dynamic:
+            variant = "dynamic"
+            self.requests[self.embed, variant].set_tensor("input_ids", ov.Tensor(ids[None]))
+            positions = ov.Tensor(np.arange(pos, pos + n, dtype=np.int64)[None])
+        else:
+            variant = "decode" if n == 1 else "prefill"
+            self.ids[variant][0, :n] = ids
+            self.ids[variant][0, n:] = 0
+            self.positions[variant][0] = np.arange(pos, pos + self.positions[variant].shape[1])
         embed = self.requests[self.embed, variant]
         embed.infer()
-        np.copyto(hidden, embed.get_output_tensor(0).data)
+        out = embed.get_output_tensor(0)
         for chunk in self.decoders:
             req = self.requests[chunk["name"], variant]
+            if self.dynamic:
+                req.set_input_tensor(0, out)
+                req.set_tensor("position_ids", positions)
+            else:
+                np.copyto(self.hidden[variant], out.data)
             req.infer()
-            for layer in _layers(chunk):
-                for kind, past in zip(("key", "value"), self.cache[layer]):
-                    # bf16 rows come back as a float16 view of the same bits; the cache stores them as uint16
-                    past[:, :, pos:pos + n] = req.get_tensor(f"{kind}.{layer}").data[:, :, :n].view(self.kv_dtype)
-            np.copyto(hidden, req.get_output_tensor(0).data)
+            for index, layer, is_value in self._kv_outputs[chunk["name"], variant]:
+                # bf16 rows come back as a float16 view of the same bits; the cache stores them as uint16
+                rows = req.get_output_tensor(index).data[:, :, :n]
+                self.cache[layer][is_value][:, :, pos:pos + n] = rows.view(self.kv_dtype)
+            out = req.get_output_tensor(0)
         self.position = pos + n
-        return hidden[0, :n]
+        return out.data[0, :n]
 
     def _logits(self, hidden_row: np.ndarray) -> np.ndarray:
         self.head_in[0, 0] = hidden_row
@@ -155,9 +203,9 @@ class Model:
         self.check_fits(len(ids))
         rows = []
         if len(ids) == 1:
-            hidden = [self._run("decode", ids)]
+            hidden = [self._run(ids)]
         else:
-            hidden = [self._run("prefill", ids[s:s + self.prefill_len]).copy()
+            hidden = [self._run(ids[s:s + self.prefill_len]).copy()
                       for s in range(0, len(ids), self.prefill_len)]
         if not all_logits:
             return self._logits(hidden[-1][-1]).copy()
