@@ -71,7 +71,8 @@ def main(argv=None) -> int:
         "machine": machine(bandwidth, out / "optimum-intel"),
         "settings": {"prompt_tokens": args.prompt_len, "new_tokens": args.new_tokens, "runs": args.runs,
                      "weights": "INT8 (NITRO: INT8_ASYM recipe; anchors: optimum-cli --weight-format int8)"},
-        "models": {s.name: {"speed": speeds[s.name], "ceiling": ceiling(s, bandwidth, speeds[s.name]),
+        "models": {s.name: {"speed": speeds[s.name], "ceiling": ceiling(s, bandwidth, speeds[s.name],
+                                                                         args.prompt_len + args.new_tokens),
                             "build": builds[s.name]} for s in subjects},
     }
     write_json(out / "compare.json", report)
@@ -270,16 +271,23 @@ def run_worker(tool: str, s: Subject, result: Path, prompt: Path, anchor_env: di
     return json.loads(result.read_text())
 
 
-def ceiling(s: Subject, bandwidth_gbs: float, figures: dict) -> dict:
+def ceiling(s: Subject, bandwidth_gbs: float, figures: dict, tokens: int) -> dict:
     """Decode's physical ceiling: bandwidth ÷ weight bytes read per token (every decoder layer and the LM head;
-    the embedding reads one row), taken from NITRO's compressed decode graphs. NITRO's static KV cache, read
-    whole every step, is reported beside it."""
+    the embedding reads one row), taken from NITRO's compressed graphs. The KV-cache slots NITRO's attention
+    reads every step at the end of the run (`tokens` long) are reported beside it: all `max_seq_len` for static
+    graphs, the cache allocated so far for dynamic ones."""
     manifest = json.loads((s.build / "manifest.json").read_text())
-    weight_bytes = sum((s.build / c["variants"]["decode"]["xml"]).with_suffix(".bin").stat().st_size
+    weight_bytes = sum((s.build / next(iter(c["variants"].values()))["xml"]).with_suffix(".bin").stat().st_size
                        for c in manifest["chunks"] if c["kind"] != "embed")
     spec = manifest["spec"]
+    slots = manifest["max_seq_len"]
+    if manifest["shapes"] == "dynamic":  # as nitro.runtime.Model._reserve grows it
+        slots = 2 * manifest["prefill_len"]
+        while slots < tokens:
+            slots *= 2
+        slots = min(slots, manifest["max_seq_len"])
     kv_item = {"f32": 4, "f16": 2, "bf16": 2}[manifest["kv_precision"]]
-    kv_bytes = 2 * spec["num_layers"] * spec["num_kv_heads"] * manifest["max_seq_len"] * spec["head_dim"] * kv_item
+    kv_bytes = 2 * spec["num_layers"] * spec["num_kv_heads"] * slots * spec["head_dim"] * kv_item
     tokens_per_s = bandwidth_gbs * 1e9 / weight_bytes
     return {
         "bandwidth_gbs": round(bandwidth_gbs, 2),
@@ -287,7 +295,7 @@ def ceiling(s: Subject, bandwidth_gbs: float, figures: dict) -> dict:
         "decode_ceiling_tokens_per_s": round(tokens_per_s, 1),
         "share_of_ceiling": {t: round(f["decode_tokens_per_s"] / tokens_per_s, 3) for t, f in figures.items()},
         "nitro_kv_mb_per_token": round(kv_bytes / 1e6, 1),
-        "nitro_kv_cache": f"{manifest['max_seq_len']} slots, {manifest['kv_precision']}",
+        "nitro_kv_cache": f"{slots} slots ({manifest['shapes']} shapes), {manifest['kv_precision']}",
     }
 
 
