@@ -25,7 +25,7 @@ def variant_lengths(chunk: Chunk, params: dict) -> dict[str, int | None]:
     return {"prefill": params["prefill_len"], "decode": 1}
 
 
-def _load_module(spec: ModelSpec, chunk: Chunk, source: Path):
+def _load_module(spec: ModelSpec, chunk: Chunk, source: Path, f16_safe: bool):
     """Build the chunk's module and fill it with only this chunk's tensors from the safetensors files."""
     import torch
     from safetensors import safe_open
@@ -35,9 +35,9 @@ def _load_module(spec: ModelSpec, chunk: Chunk, source: Path):
         if chunk.kind == "embed":
             module = family.Embedding(spec)
         elif chunk.kind == "head":
-            module = family.Head(spec)
+            module = family.Head(spec, f16_safe)
         else:
-            module = family.DecoderChunk(spec, chunk.first_layer, chunk.num_layers)
+            module = family.DecoderChunk(spec, chunk.first_layer, chunk.num_layers, f16_safe)
     index = json.loads((source / "tensor_index.json").read_text())
     wanted = module.weight_names()  # local name -> the HF tensors stacked along rows to make it
     tensors = {}
@@ -92,7 +92,7 @@ def export_chunk(source: Path, params: dict, out: Path) -> dict:
 
     spec = spec_for(json.loads((source / "config.json").read_text()))
     chunk = Chunk(**params["chunk"])
-    module = _load_module(spec, chunk, source)
+    module = _load_module(spec, chunk, source, params["f16_safe"])
     kv_type = getattr(ov.Type, params["kv_precision"])
     variants = {}
     with atomic_dir(out) as scratch:

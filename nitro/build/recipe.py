@@ -195,16 +195,20 @@ class Recipe:
     def chunk(self, name: str) -> Chunk:
         return next(c for c in self.chunks if c.name == name)
 
-    def kv_precision(self) -> str:
-        """The KV cache's element type: the precision the device computes in, so no step converts it."""
+    def compute_precision(self) -> str:
+        """The precision the device computes in: the recipe's hint, else the device's default."""
         s = self.settings
-        if s["kv_cache_precision"] != "auto":
-            return s["kv_cache_precision"]
         if s["inference_precision"] != "default":
             return s["inference_precision"]
         if s["device"] == "CPU":
             return cpu_default_precision()
         return "f16"
+
+    def kv_precision(self) -> str:
+        """The KV cache's element type: by default the precision the device computes in, so no step converts it."""
+        if self.settings["kv_cache_precision"] != "auto":
+            return self.settings["kv_cache_precision"]
+        return self.compute_precision()
 
     def export_params(self, name: str) -> dict:
         """Everything an export of this chunk depends on besides the source (Snakemake reruns the job when it
@@ -215,6 +219,7 @@ class Recipe:
             "prefill_len": self.settings["prefill_len"],
             "kv_precision": self.kv_precision(),
             "shapes": self.shapes(),
+            "f16_safe": self.compute_precision() == "f16",
         }
 
     def shapes(self) -> str:

@@ -1,7 +1,9 @@
 """Llama 3 / 3.1 / 3.2 as three kinds of exportable chunk: embedding, a group of decoder layers, norm + LM head.
 
-Plain tensors in and out, static shapes, explicit KV tensors. Numerics follow transformers' Llama:
-rotate-half RoPE computed in the graph from `position_ids`, RMSNorm in float32 with the config's eps.
+Plain tensors in and out, explicit KV tensors; every shape follows from the inputs, so the same modules export
+static graphs (an NPU) or dynamic ones. Numerics follow transformers' Llama: rotate-half RoPE computed in the
+graph from `position_ids`, RMSNorm in float32 with the config's eps (`f16_safe`: computed so that a device
+working in f16 does not overflow).
 
 Attention is the "split" form: the new tokens' keys/values are scored against the past cache and against
 each other separately, then merged in one softmax. The graph never writes into the cache; it returns the new
@@ -52,15 +54,17 @@ def rope_inv_freq(spec: ModelSpec) -> torch.Tensor:
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, size: int, eps: float):
+    def __init__(self, size: int, eps: float, f16_safe: bool):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(size))
-        self.eps = eps
+        self.eps, self.f16_safe = eps, f16_safe
 
     def forward(self, x):
-        # transformers' x * rsqrt(mean(x²) + eps), computed on x scaled by its largest magnitude: hidden states
-        # of real models reach ~2e4, whose square overflows where a device computes in f16 (an NPU).
         x = x.float()
+        if not self.f16_safe:  # transformers' x * rsqrt(mean(x²) + eps): OpenVINO fuses it into one RMS node
+            return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
+        # The same, computed on x scaled by its largest magnitude: hidden states of real models reach ~2e4,
+        # whose square overflows where a device computes in f16 (an NPU).
         scale = x.abs().amax(-1, keepdim=True).clamp(min=1e-6)
         y = x / scale
         return self.weight * (y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.eps / scale.pow(2)))
@@ -121,11 +125,11 @@ FUSED = {
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, spec: ModelSpec):
+    def __init__(self, spec: ModelSpec, f16_safe: bool):
         super().__init__()
-        self.input_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
+        self.input_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps, f16_safe)
         self.self_attn = Attention(spec)
-        self.post_attention_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps, f16_safe)
         self.mlp = MLP(spec)
 
     def forward(self, x, cos, sin, past_k, past_v, past_bias, new_bias):
@@ -152,10 +156,10 @@ class DecoderChunk(nn.Module):
     """Layers [first, first+count): (x [1,T,D], position_ids [1,T], past K/V per layer [1,KV,C,hd])
     -> (x [1,T,D], new K/V per layer [1,KV,T,hd]). Past slot s is valid iff s < position_ids[0, 0]."""
 
-    def __init__(self, spec: ModelSpec, first: int, count: int):
+    def __init__(self, spec: ModelSpec, first: int, count: int, f16_safe: bool):
         super().__init__()
         self.first, self.count, self.group = first, count, spec.num_heads // spec.num_kv_heads
-        self.layers = nn.ModuleList(DecoderLayer(spec) for _ in range(count))
+        self.layers = nn.ModuleList(DecoderLayer(spec, f16_safe) for _ in range(count))
         self.register_buffer("inv_freq", rope_inv_freq(spec), persistent=False)
 
     def forward(self, x, position_ids, *past):
@@ -186,9 +190,9 @@ class DecoderChunk(nn.Module):
 class Head(nn.Module):
     """x [1,T,D] -> logits [1,T,V]: final norm and LM head."""
 
-    def __init__(self, spec: ModelSpec):
+    def __init__(self, spec: ModelSpec, f16_safe: bool):
         super().__init__()
-        self.norm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
+        self.norm = RMSNorm(spec.hidden_size, spec.rms_norm_eps, f16_safe)
         self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=False)
         self.tied = spec.tie_word_embeddings
 
