@@ -282,7 +282,7 @@ def ceiling(s: Subject, bandwidth_gbs: float, figures: dict, tokens: int) -> dic
     spec = manifest["spec"]
     slots = manifest["max_seq_len"]
     if manifest["shapes"] == "dynamic":  # as nitro.runtime.Model._reserve grows it
-        slots = 2 * manifest["prefill_len"]
+        slots = 16
         while slots < tokens:
             slots *= 2
         slots = min(slots, manifest["max_seq_len"])

@@ -64,7 +64,7 @@ def test_tiny_f32_logits_and_greedy_match_transformers(family, shapes, tiny_buil
     hf = hf_model(tiny_sources[family])
     model = Model(tiny_builds[f"{family}_f32" + ("_static" if shapes == "static" else "")])
     assert model.dynamic == (shapes == "dynamic")
-    # 41 tokens in prefill calls of 16 (the last one padded when static); a dynamic cache grows 32 -> 64 slots
+    # 41 tokens in prefill calls of 16 (the last one padded when static); a dynamic cache grows 16 -> 32 -> 64
     ids = prompt_ids(model.vocab_size, 41)
     ours = model.forward(ids, all_logits=True)
     err = relative_error(ours, hf_logits(hf, ids))

@@ -4,12 +4,11 @@ The runtime reads only `manifest.json` and the artifacts it names; it never impo
 
 The KV cache is one numpy buffer per layer and kind, [1,KV,capacity,hd], bound to every graph's past input;
 each step's new K/V rows are copied into it. Static graphs (NPU) read all `max_seq_len` slots, so their cache
-is that size from the start, and every other input is a buffer bound once at load time: the ids, the
-positions, one hidden-state buffer per variant that each chunk's output is copied into for the next.
-Dynamic graphs (CPU, GPU) take exactly the new tokens and read only the slots allocated so far, so their
-cache starts small and doubles as the sequence grows, and each chunk's output tensor is handed to the next
-as its input, uncopied. Outputs are read after each call, never bound: not every device plugin writes into a
-caller's output tensor (the NPU's NPUW path does not).
+has that many from the start; dynamic graphs (CPU, GPU) read only the slots allocated so far, so their cache
+starts small and doubles as the sequence grows. The other inputs (ids, positions, the hidden state each chunk's
+output is copied into for the next) are numpy buffers too, bound when their length changes: a static graph's
+once, a dynamic graph's when a call brings another number of tokens than the last. Outputs are read after each
+call, never bound: not every device plugin writes into a caller's output tensor (the NPU's NPUW path does not).
 """
 from __future__ import annotations
 
@@ -87,8 +86,7 @@ class Model:
         self._reserve(1)
         self.head_in = np.zeros((1, 1, self.spec["hidden_size"]), np.float32)
         self.requests[self.head, "decode"].set_input_tensor(0, _shared(self.head_in))
-        if not self.dynamic:
-            self._bind_static_inputs()
+        self._bound = {}  # variant -> its input buffers (see _inputs)
         self.position = 0
 
     def _import(self, blob: str) -> ov.CompiledModel:
@@ -105,12 +103,13 @@ class Model:
 
     def _reserve(self, length: int):
         """Make the cache hold at least `length` slots: all `max_seq_len` at once for static graphs; for dynamic
-        ones two prefill calls' worth, doubled as often as needed, copying what is cached (once per doubling)."""
+        ones the next power of two (at least 16), copying what is cached, so attention reads under twice what
+        it needs and a sequence is copied at most log2(max_seq_len) times."""
         if length <= self.capacity:
             return
         capacity = self.max_seq_len
         if self.dynamic:
-            capacity = max(self.capacity, 2 * self.prefill_len)
+            capacity = max(self.capacity, 16)
             while capacity < length:
                 capacity *= 2
             capacity = min(capacity, self.max_seq_len)
@@ -128,18 +127,23 @@ class Model:
                         req.set_tensor(f"past_{kind}.{layer}", _shared(buffer, self.kv_type))
         self.capacity = capacity
 
-    def _bind_static_inputs(self):
-        """Bind the static graphs' ids, positions and hidden states to numpy buffers once."""
-        lengths = {"prefill": self.prefill_len, "decode": 1}
-        self.ids = {v: np.zeros((1, T), np.int64) for v, T in lengths.items()}
-        self.positions = {v: np.zeros((1, T), np.int64) for v, T in lengths.items()}
-        self.hidden = {v: np.zeros((1, T, self.spec["hidden_size"]), np.float32) for v, T in lengths.items()}
-        for variant in lengths:
-            self.requests[self.embed, variant].set_tensor("input_ids", _shared(self.ids[variant]))
+    def _inputs(self, variant: str, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The ids [1,T], positions [1,T] and hidden-state [1,T,D] buffers bound to the variant's graphs, where
+        T is the graph's token count (static) or n (dynamic). They are bound when T changes, not every call:
+        rebinding a graph's inputs costs the CPU plugin more than the copies into bound buffers do."""
+        T = n if self.dynamic else 1 if variant == "decode" else self.prefill_len
+        bound = self._bound.get(variant)
+        if bound is None or bound[0].shape[1] != T:
+            bound = (np.zeros((1, T), np.int64), np.zeros((1, T), np.int64),
+                     np.zeros((1, T, self.spec["hidden_size"]), np.float32))
+            ids, positions, hidden = bound
+            self.requests[self.embed, variant].set_tensor("input_ids", _shared(ids))
             for chunk in self.decoders:
                 req = self.requests[chunk["name"], variant]
-                req.set_input_tensor(0, _shared(self.hidden[variant]))
-                req.set_tensor("position_ids", _shared(self.positions[variant]))
+                req.set_input_tensor(0, _shared(hidden))
+                req.set_tensor("position_ids", _shared(positions))
+            self._bound[variant] = bound
+        return bound
 
     def reset(self):
         """Forget the sequence; stale cache slots are masked by position, so nothing needs clearing."""
@@ -163,25 +167,17 @@ class Model:
         """Run `len(ids)` (≤ prefill_len) tokens at the current position; returns their hidden states [n,D]."""
         n, pos = len(ids), self.position
         self._reserve(pos + n)
-        if self.dynamic:
-            variant = "dynamic"
-            self.requests[self.embed, variant].set_tensor("input_ids", ov.Tensor(ids[None]))
-            positions = ov.Tensor(np.arange(pos, pos + n, dtype=np.int64)[None])
-        else:
-            variant = "decode" if n == 1 else "prefill"
-            self.ids[variant][0, :n] = ids
-            self.ids[variant][0, n:] = 0
-            self.positions[variant][0] = np.arange(pos, pos + self.positions[variant].shape[1])
+        variant = "dynamic" if self.dynamic else "decode" if n == 1 else "prefill"
+        id_buffer, positions, hidden = self._inputs(variant, n)
+        id_buffer[0, :n] = ids
+        id_buffer[0, n:] = 0
+        positions[0] = np.arange(pos, pos + positions.shape[1])
         embed = self.requests[self.embed, variant]
         embed.infer()
         out = embed.get_output_tensor(0)
         for chunk in self.decoders:
+            np.copyto(hidden, out.data)
             req = self.requests[chunk["name"], variant]
-            if self.dynamic:
-                req.set_input_tensor(0, out)
-                req.set_tensor("position_ids", positions)
-            else:
-                np.copyto(self.hidden[variant], out.data)
             req.infer()
             for index, layer, is_value in self._kv_outputs[chunk["name"], variant]:
                 # bf16 rows come back as a float16 view of the same bits; the cache stores them as uint16
