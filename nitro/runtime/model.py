@@ -73,6 +73,7 @@ class Model:
         chunks = m["chunks"]
         steps = progress(chunks) if progress else chunks
         self.requests = {}  # (chunk name, variant) -> InferRequest
+        self._mapped = []  # the blobs' memory maps
         for chunk in steps:
             for variant, info in chunk["variants"].items():
                 self.requests[chunk["name"], variant] = self._import(info["blob"]).create_infer_request()
@@ -90,10 +91,16 @@ class Model:
         self.position = 0
 
     def _import(self, blob: str) -> ov.CompiledModel:
+        """Import a compiled blob from a memory map of the file rather than a copy of it: the plugin reads
+        weights it keeps as they are (the embedding table, the LM head's) in place, so only the pages it
+        touches become resident (SmolLM2: 51 MB less than importing from bytes)."""
         device = self.manifest["device"]
         try:
-            with open(self.root / blob, "rb") as f:
-                return self.core.import_model(f.read(), device["device"], device["properties"])
+            mapped = np.memmap(self.root / blob, dtype=np.uint8, mode="c")
+            compiled = self.core.import_model(ov.Tensor(mapped, shared_memory=True), device["device"],
+                                              device["properties"])
+            self._mapped.append(mapped)  # must outlive the compiled model, which may point into it
+            return compiled
         except (OSError, RuntimeError) as exc:
             raise ArtifactError(
                 f"cannot load {self.root / blob} on {device['device']}: {str(exc).strip().splitlines()[0]}. "
