@@ -2,7 +2,7 @@ rule export_chunk:
     """One chunk to static-shape OpenVINO IR, reading only that chunk's tensors."""
     input:
         source="results/{model}/source",
-        code=code("build/export.py", "models/llama.py", "models/qwen2.py", "models/spec.py"),
+        code=code("build/export.py", "models/llama.py", "models/spec.py"),
     output:
         directory("results/{model}/export/{chunk}"),
     params:

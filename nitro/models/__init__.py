@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import importlib
 
-from .spec import ModelSpec, UnsupportedModel
+from .spec import ModelSpec, UnsupportedModel, llama_spec, qwen2_spec
 
-# HF model_type -> NITRO family module; Qwen2 reuses the Llama graph (see qwen2.py).
-FAMILIES = {"llama": "llama", "qwen2": "qwen2"}
+# HF model_type -> how its config reads into a ModelSpec, and the module with its graph (Qwen2 reuses Llama's).
+FAMILIES = {"llama": llama_spec, "qwen2": qwen2_spec}
 GRAPH_MODULE = {"llama": "llama", "qwen2": "llama"}
 
 
@@ -21,7 +21,7 @@ def spec_for(config: dict) -> ModelSpec:
             f"architecture {archs[0]!r} (model_type {model_type!r}) is not supported; "
             f"supported model_type values: {', '.join(sorted(FAMILIES))}"
         )
-    return importlib.import_module(f".{FAMILIES[model_type]}", __name__).spec_from_config(config)
+    return FAMILIES[model_type](config)
 
 
 def modules_for(spec: ModelSpec):

@@ -1,4 +1,5 @@
 """Llama 3 / 3.1 / 3.2 as three kinds of exportable chunk: embedding, a group of decoder layers, norm + LM head.
+Qwen2 / 2.5 is the same graph with q/k/v biases (the spec says which).
 
 Plain tensors in and out, explicit KV tensors; every shape follows from the inputs, so the same modules export
 static graphs (an NPU) or dynamic ones. Numerics follow transformers' Llama: rotate-half RoPE computed in the
@@ -16,18 +17,9 @@ import math
 import torch
 from torch import nn
 
-from .spec import ModelSpec, UnsupportedModel, common_fields
+from .spec import ModelSpec
 
 MASKED = torch.finfo(torch.float16).min  # representable in f16/bf16/f32, exp() of it is 0
-
-
-def spec_from_config(config: dict) -> ModelSpec:
-    if config.get("hidden_act", "silu") != "silu":
-        raise UnsupportedModel(f"hidden_act {config['hidden_act']!r} is not supported (only silu)")
-    if config.get("mlp_bias"):
-        raise UnsupportedModel("mlp_bias=true is not supported")
-    bias = bool(config.get("attention_bias", False))
-    return ModelSpec(family="llama", qkv_bias=bias, o_bias=bias, **common_fields(config))
 
 
 def rope_inv_freq(spec: ModelSpec) -> torch.Tensor:

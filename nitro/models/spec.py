@@ -1,4 +1,5 @@
-"""The architecture facts that export, memory estimates and the runtime need, read from a HF config.json.
+"""The architecture facts that export, memory estimates and the runtime need, read from a HF config.json,
+for every supported family.
 
 Kept free of torch so the Snakefile can read it while it builds the DAG.
 """
@@ -79,3 +80,25 @@ def common_fields(config: dict) -> dict:
         rope_scaling=scaling,
         tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
     )
+
+
+def _check_mlp(config: dict) -> None:
+    if config.get("hidden_act", "silu") != "silu":
+        raise UnsupportedModel(f"hidden_act {config['hidden_act']!r} is not supported (only silu)")
+    if config.get("mlp_bias"):
+        raise UnsupportedModel("mlp_bias=true is not supported")
+
+
+def llama_spec(config: dict) -> ModelSpec:
+    """Llama 3 / 3.1 / 3.2 (and Llama-architecture models such as SmolLM2)."""
+    _check_mlp(config)
+    bias = bool(config.get("attention_bias", False))
+    return ModelSpec(family="llama", qkv_bias=bias, o_bias=bias, **common_fields(config))
+
+
+def qwen2_spec(config: dict) -> ModelSpec:
+    """Qwen2 / Qwen2.5: the Llama graph with biases on the q/k/v projections (none on o_proj)."""
+    if config.get("use_sliding_window"):
+        raise UnsupportedModel("Qwen2 with use_sliding_window=true is not supported")
+    _check_mlp(config)
+    return ModelSpec(family="qwen2", qkv_bias=True, o_bias=False, **common_fields(config))
