@@ -31,6 +31,7 @@ from conftest import snakemake  # noqa: E402
 
 from nitro.build.step import atomic_dir, write_json  # noqa: E402
 from nitro.runtime.bench import peak_rss_mb, random_prompt, summarize  # noqa: E402
+from nitro.runtime.model import cache_capacity  # noqa: E402
 
 # Benchmark name -> family of the random-weight checkpoint at that real shape; None: the default recipe's SmolLM2.
 MODELS = {"smollm2-135m": None, "qwen2.5-0.5b": "qwen2", "llama-3.2-1b": "llama"}
@@ -280,12 +281,7 @@ def ceiling(s: Subject, bandwidth_gbs: float, figures: dict, tokens: int) -> dic
     weight_bytes = sum((s.build / next(iter(c["variants"].values()))["xml"]).with_suffix(".bin").stat().st_size
                        for c in manifest["chunks"] if c["kind"] != "embed")
     spec = manifest["spec"]
-    slots = manifest["max_seq_len"]
-    if manifest["shapes"] == "dynamic":  # as nitro.runtime.Model._reserve grows it
-        slots = 16
-        while slots < tokens:
-            slots *= 2
-        slots = min(slots, manifest["max_seq_len"])
+    slots = cache_capacity(tokens, manifest["max_seq_len"], manifest["shapes"] == "dynamic")
     kv_item = {"f32": 4, "f16": 2, "bf16": 2}[manifest["kv_precision"]]
     kv_bytes = 2 * spec["num_layers"] * spec["num_kv_heads"] * slots * spec["head_dim"] * kv_item
     tokens_per_s = bandwidth_gbs * 1e9 / weight_bytes

@@ -54,6 +54,18 @@ def _kv_outputs(request: ov.InferRequest) -> list[tuple[int, int, int]]:
     return found
 
 
+def cache_capacity(length: int, max_seq_len: int, dynamic: bool, current: int = 0) -> int:
+    """KV slots to allocate for a sequence of `length`: all `max_seq_len` for static graphs, which read every
+    slot; for dynamic ones the next power of two from 16 (or from `current`), so attention reads under twice
+    what it needs and a growing sequence is copied at most log2(max_seq_len) times."""
+    if not dynamic:
+        return max_seq_len
+    capacity = max(current, 16)
+    while capacity < length:
+        capacity *= 2
+    return min(capacity, max_seq_len)
+
+
 def _layers(chunk: dict) -> range:
     return range(chunk["first_layer"], chunk["first_layer"] + chunk["num_layers"])
 
@@ -109,17 +121,10 @@ class Model:
             ) from None
 
     def _reserve(self, length: int):
-        """Make the cache hold at least `length` slots: all `max_seq_len` at once for static graphs; for dynamic
-        ones the next power of two (at least 16), copying what is cached, so attention reads under twice what
-        it needs and a sequence is copied at most log2(max_seq_len) times."""
+        """Make the cache hold at least `length` slots (see cache_capacity), copying what is cached."""
         if length <= self.capacity:
             return
-        capacity = self.max_seq_len
-        if self.dynamic:
-            capacity = max(self.capacity, 16)
-            while capacity < length:
-                capacity *= 2
-            capacity = min(capacity, self.max_seq_len)
+        capacity = cache_capacity(length, self.max_seq_len, self.dynamic, self.capacity)
         spec = self.spec
         shape = (1, spec["num_kv_heads"], capacity, spec["head_dim"])
         for chunk in self.decoders:
