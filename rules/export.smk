@@ -1,5 +1,5 @@
 rule export_chunk:
-    """One chunk to static-shape OpenVINO IR, reading only that chunk's tensors."""
+    """One chunk to OpenVINO IR (static or dynamic shapes, per the recipe), reading only that chunk's tensors."""
     input:
         source="results/{model}/source",
         code=code("build/export.py", "models/llama.py", "models/spec.py"),

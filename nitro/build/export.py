@@ -51,11 +51,8 @@ def _load_module(spec: ModelSpec, chunk: Chunk, source: Path, f16_safe: bool):
 
 
 def _example(spec: ModelSpec, chunk: Chunk, T: int, cache_len: int):
-    """(input names, example tensors, output names) of one variant; T or cache_len None: a dynamic axis
-    (traced at a small size, then left open by `_open_axes`)."""
+    """(input names, example tensors, output names) of one variant, T new tokens over cache_len slots."""
     import torch
-
-    T, cache_len = T or 3, cache_len or 5
 
     if chunk.kind == "embed":
         return ["input_ids"], [torch.zeros(1, T, dtype=torch.int64)], ["x"]
@@ -97,11 +94,12 @@ def export_chunk(source: Path, params: dict, out: Path) -> dict:
     variants = {}
     with atomic_dir(out) as scratch:
         for variant, T in variant_lengths(chunk, params).items():
-            cache_len = None if T is None else params["max_seq_len"]
-            in_names, example, out_names = _example(spec, chunk, T, cache_len)
+            dynamic = T is None  # traced at small sizes, then the token and slot axes are left open
+            in_names, example, out_names = _example(spec, chunk, 3 if dynamic else T,
+                                                    5 if dynamic else params["max_seq_len"])
             with torch.no_grad():
                 model = ov.convert_model(module, example_input=tuple(example))
-            model.reshape({i: _open_axes(name, t.shape, T is None) for i, (name, t) in
+            model.reshape({i: _open_axes(name, t.shape, dynamic) for i, (name, t) in
                            enumerate(zip(in_names, example))})
             for port, name in zip(model.inputs, in_names):
                 port.get_tensor().set_names({name})
