@@ -59,3 +59,23 @@ def test_declared_memory_bounds_measured_peak(smollm2_builds, build):
     for log in logs:
         print(f"{log['step']:9} {str(log['chunk']):10} peak {log['peak_rss_mb']:7.0f} MB  declared {log['mem_mb']} MB")
         assert log["peak_rss_mb"] <= log["mem_mb"], log
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_export_reads_tensors_as_safetensors_stores_them(tmp_path, dtype):
+    """The export's own reader (no memory map) gives the tensors safetensors' loader gives, bit for bit."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from nitro.build.export import read_safetensors
+
+    generator = torch.Generator().manual_seed(0)
+    tensors = {"a.weight": torch.randn(7, 5, generator=generator), "b.bias": torch.randn(3, generator=generator),
+               "c.weight": torch.randn(2, 4, 6, generator=generator)}
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.to(getattr(torch, dtype)) for k, v in tensors.items()}, str(path))
+    expected = load_file(str(path))
+    got = read_safetensors(path, ["c.weight", "a.weight"])
+    assert set(got) == {"c.weight", "a.weight"}
+    for name, tensor in got.items():
+        assert tensor.dtype == expected[name].dtype and torch.equal(tensor, expected[name])
