@@ -86,6 +86,35 @@ def test_tiny_default_precision_logits_close_to_transformers(family, tiny_builds
     assert err <= (1e-4 if precision == "f32" else 3e-2)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_vocabulary_in_blocks_matches_transformers(family, tiny_builds, tiny_sources, tmp_path, monkeypatch):
+    """Large vocabularies are exported as several blocks of rows (VocabTable); with blocks made small enough to
+    split the tiny vocabulary in four, the embedding and head graphs still compute transformers' values."""
+    from nitro.build.export import export_chunk
+    from nitro.models.llama import VocabTable
+
+    hf = hf_model(tiny_sources[family])
+    vocab, hidden = hf.config.vocab_size, hf.config.hidden_size
+    rows = vocab // 3 - 5  # four blocks, the last one short
+    monkeypatch.setattr(VocabTable, "BLOCK_ELEMENTS", rows * hidden)
+    assert len(VocabTable(vocab, hidden).blocks) == 4
+    graphs = {}
+    for kind in ("embed", "head"):
+        params = {"chunk": {"name": kind, "kind": kind, "first_layer": 0, "num_layers": 0}, "max_seq_len": 96,
+                  "prefill_len": 16, "kv_precision": "f32", "shapes": "dynamic", "f16_safe": False}
+        meta = export_chunk(tiny_builds[f"{family}_f32"] / "source", params, tmp_path / kind)
+        xml = tmp_path / kind / next(iter(meta["variants"].values()))["xml"]
+        graphs[kind] = ov.Core().compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    edges = [b * rows + d for b in range(4) for d in (-1, 0, 1)]
+    ids = np.array([sorted({i for i in edges if 0 <= i < vocab} | {vocab - 1})])
+    with torch.no_grad():
+        expected = hf.model.embed_tokens(torch.tensor(ids)).numpy()
+        x = torch.randn(1, 1, hidden, generator=torch.Generator().manual_seed(0))
+        logits = hf.lm_head(hf.model.norm(x)).numpy()
+    assert np.array_equal(graphs["embed"](ids)[0], expected)
+    assert relative_error(graphs["head"](x.numpy())[0], logits) <= 1e-5
+
+
 def test_smollm2_fp32_greedy_matches_transformers(smollm2_builds):
     root = smollm2_builds["smollm2_fp32"]
     gen = Generator(Model(root))

@@ -130,15 +130,51 @@ class DecoderLayer(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x)), k, v
 
 
+class VocabTable(nn.Module):
+    """A [V,D] table (token embeddings, LM head) kept as blocks of rows, each its own graph constant of at most
+    BLOCK_ELEMENTS. Weight compression works a constant at a time and holds float32 intermediates of its size, so
+    blocks bound that step's memory (Llama-3.2-1B's 128256 x 2048 table as one constant: 2.4 GB peak). Loaded
+    from the one HF tensor; the blocks are views of it, not copies."""
+
+    BLOCK_ELEMENTS = 1 << 26  # 256 MB in float32
+
+    def __init__(self, rows: int, cols: int):
+        super().__init__()
+        self.block_rows = max(1, self.BLOCK_ELEMENTS // cols)
+        self.blocks = nn.ParameterList(nn.Parameter(torch.empty(min(self.block_rows, rows - start), cols))
+                                       for start in range(0, rows, self.block_rows))
+        self.register_load_state_dict_pre_hook(self._split_table)
+
+    def _split_table(self, module, state, prefix, *_):
+        table = state.pop(prefix + "weight")
+        state.update({f"{prefix}blocks.{i}": block for i, block in enumerate(table.split(self.block_rows))})
+
+    def lookup(self, ids):
+        """ids [1,T] -> rows [1,T,D]: each id's row, taken from the one block holding it."""
+        if len(self.blocks) == 1:
+            return nn.functional.embedding(ids, self.blocks[0])
+        rows = 0
+        for i, block in enumerate(self.blocks):
+            local = ids - i * self.block_rows
+            inside = (local >= 0) & (local < block.shape[0])
+            found = nn.functional.embedding(local.clamp(0, block.shape[0] - 1), block)
+            rows = rows + torch.where(inside[..., None], found, 0.0)
+        return rows
+
+    def project(self, x):
+        """x [1,T,D] -> x @ table.T [1,T,V]"""
+        return torch.cat([nn.functional.linear(x, block) for block in self.blocks], dim=-1)
+
+
 class Embedding(nn.Module):
     """input_ids [1,T] -> x [1,T,D]"""
 
     def __init__(self, spec: ModelSpec):
         super().__init__()
-        self.embed_tokens = nn.Embedding(spec.vocab_size, spec.hidden_size)
+        self.embed_tokens = VocabTable(spec.vocab_size, spec.hidden_size)
 
     def forward(self, input_ids):
-        return self.embed_tokens(input_ids)
+        return self.embed_tokens.lookup(input_ids)
 
     def weight_names(self) -> dict[str, list[str]]:
         return {"embed_tokens.weight": ["model.embed_tokens.weight"]}
@@ -185,11 +221,11 @@ class Head(nn.Module):
     def __init__(self, spec: ModelSpec, f16_safe: bool):
         super().__init__()
         self.norm = RMSNorm(spec.hidden_size, spec.rms_norm_eps, f16_safe)
-        self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=False)
+        self.lm_head = VocabTable(spec.vocab_size, spec.hidden_size)
         self.tied = spec.tie_word_embeddings
 
     def forward(self, x):
-        return self.lm_head(self.norm(x)).float()
+        return self.lm_head.project(self.norm(x)).float()
 
     def weight_names(self) -> dict[str, list[str]]:
         lm = "model.embed_tokens.weight" if self.tied else "lm_head.weight"
