@@ -38,6 +38,7 @@ MODELS = {"smollm2-135m": None, "qwen2.5-0.5b": "qwen2", "llama-3.2-1b": "llama"
 # What a model's recipe changes from the default one. A chunk's export and compression hold its float32 weights,
 # 243 MB a layer at the 1B shape: chunks of 4 layers keep those steps near 1.3 GB (10 layers: 2.7 GB).
 RECIPE_CHANGES = {"llama-3.2-1b": {"chunk_size": 4}}
+MEMORY_TARGET_MODEL = "llama-3.2-1b"  # every build step's peak ≤ 0.35 × optimum-cli export's, at this shape
 TOOLS = ("nitro", "genai", "optimum")
 LABELS = {"nitro": "NITRO", "genai": "OpenVINO GenAI", "optimum": "optimum-intel"}
 OPTIMUM_PINS = REPO / "benchmarks/optimum-intel.txt"
@@ -385,9 +386,10 @@ def print_build(name: str, b: dict) -> None:
           f"{b['nitro_steps_s']:.1f} s), "
           f"largest step peak {b['nitro_peak_step_rss_mb']:.0f} MB | optimum-cli export {e['wall_s']:.1f} s, "
           f"peak {e['peak_rss_mb']:.0f} MB")
-    print(f"    largest step peak ÷ export peak = {rss_ratio:.2f} (target ≤ 0.35 at the Llama-3.2-1B shape: "
-          f"{'met' if rss_ratio <= 0.35 else 'MISSED'}); build time ÷ export time = {time_ratio:.2f} "
-          f"(target ≤ 2: {'met' if time_ratio <= 2 else 'MISSED'})")
+    verdict = f"target ≤ 0.35: {'met' if rss_ratio <= 0.35 else 'MISSED'}" if name == MEMORY_TARGET_MODEL else (
+        f"the ≤ 0.35 target is set for {MEMORY_TARGET_MODEL}")
+    print(f"    largest step peak ÷ export peak = {rss_ratio:.2f} ({verdict}); build time ÷ export time = "
+          f"{time_ratio:.2f} (target ≤ 2: {'met' if time_ratio <= 2 else 'MISSED'})")
     compile_s = b["steps"][-1]["wall_s"]
     allowed = b["nitro_build_s"] / b["chunks"] + compile_s
     print(f"    recompress {rb['change']}: rebuild {rb['wall_s']:.1f} s (reran {', '.join(rb['rerun_steps'])}); "
