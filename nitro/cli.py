@@ -18,7 +18,8 @@ SUBCOMMANDS = {
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="nitro", description="Run, benchmark and serve models built by the NITRO workflow.")
+    parser = argparse.ArgumentParser(prog="nitro",
+                                     description="Run, benchmark and serve models built by the NITRO workflow.")
     sub = parser.add_subparsers(dest="command", required=True)
     modules = {}
     for name, (module, help_text) in SUBCOMMANDS.items():
