@@ -135,7 +135,8 @@ class Model:
             ) from None
         request = compiled.create_infer_request()
         _run_on_zeros(request)
-        mapped.madvise(mmap.MADV_DONTNEED)
+        if hasattr(mmap, "MADV_DONTNEED"):  # not on Windows, where the pages stay until memory is short
+            mapped.madvise(mmap.MADV_DONTNEED)
         self._mapped.append(mapped)
         return request
 
