@@ -107,6 +107,7 @@ class Model:
         self._kv_outputs = {key: _kv_outputs(req) for key, req in self.requests.items() if key[0] not in (
             self.embed, self.head)}
         self.cache, self.capacity = {}, 0  # layer -> (key buffer, value buffer), [1,KV,capacity,hd]
+        self._no_past = np.zeros((1, self.spec["num_kv_heads"], 1, self.spec["head_dim"]), self.kv_dtype)
         self._reserve(1)
         self.head_in = np.zeros((1, 1, self.spec["hidden_size"]), np.float32)
         self.requests[self.head, "decode"].set_input_tensor(0, _shared(self.head_in))
@@ -153,11 +154,14 @@ class Model:
                 for new, old in zip(grown, self.cache.get(layer, ())):
                     new[:, :, :self.capacity] = old
                 self.cache[layer] = grown
-                for variant in chunk["variants"]:
-                    req = self.requests[chunk["name"], variant]
-                    for kind, buffer in zip(("key", "value"), grown):
-                        req.set_tensor(f"past_{kind}.{layer}", _shared(buffer, self.kv_type))
+                self._bind_past(chunk, layer, *grown)
         self.capacity = capacity
+
+    def _bind_past(self, chunk: dict, layer: int, key: np.ndarray, value: np.ndarray):
+        for variant in chunk["variants"]:
+            req = self.requests[chunk["name"], variant]
+            for kind, buffer in (("key", key), ("value", value)):
+                req.set_tensor(f"past_{kind}.{layer}", _shared(buffer, self.kv_type))
 
     def _inputs(self, variant: str, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The ids [1,T], positions [1,T] and hidden-state [1,T,D] buffers bound to the variant's graphs, where
@@ -204,13 +208,22 @@ class Model:
         id_buffer[0, :n] = ids
         id_buffer[0, n:] = 0
         positions[0] = np.arange(pos, pos + positions.shape[1])
+        # A dynamic graph's first call of a sequence gets one masked past slot instead of the cache's slots, all of
+        # them masked at position 0: a 128-token SmolLM2 prompt over a 256-slot cache, 460 -> 344 ms.
+        first = self.dynamic and pos == 0
         embed = self.requests[self.embed, variant]
         embed.infer()
         out = embed.get_output_tensor(0)
         for chunk in self.decoders:
             np.copyto(hidden, out.data)
             req = self.requests[chunk["name"], variant]
+            if first:
+                for layer in _layers(chunk):
+                    self._bind_past(chunk, layer, self._no_past, self._no_past)
             req.infer()
+            if first:
+                for layer in _layers(chunk):
+                    self._bind_past(chunk, layer, *self.cache[layer])
             for index, layer, is_value in self._kv_outputs[chunk["name"], variant]:
                 # bf16 rows come back as a float16 view of the same bits; the cache stores them as uint16
                 rows = req.get_output_tensor(index).data[:, :, :n]
