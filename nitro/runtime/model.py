@@ -5,7 +5,8 @@ The runtime reads only `manifest.json` and the artifacts it names; it never impo
 The KV cache is one numpy buffer per layer and kind, [1,KV,capacity,hd], bound to every graph's past input;
 each step's new K/V rows are copied into it. Static graphs (NPU) read all `max_seq_len` slots, so their cache
 has that many from the start; dynamic graphs (CPU, GPU) read only the slots allocated so far, so their cache
-starts small and doubles as the sequence grows. The other inputs (ids, positions, the hidden state each chunk's
+starts small and doubles as the sequence grows; a sequence's first call, with nothing cached, is given one
+masked slot instead. The other inputs (ids, positions, the hidden state each chunk's
 output is copied into for the next) are numpy buffers too, bound when their length changes: a static graph's
 once, a dynamic graph's when a call brings another number of tokens than the last. Outputs are read after each
 call, never bound: not every device plugin writes into a caller's output tensor (the NPU's NPUW path does not).
