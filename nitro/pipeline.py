@@ -43,7 +43,7 @@ class ModelConfig:
     export: bool = True  # build what is stale; False: load the existing build as it is
     do_chunk: bool = True  # False: all decoder layers in one chunk
     chunk_size: int = 10  # decoder layers per chunk; need not divide the layer count
-    compress: object = "INT8_ASYM"  # a mode name or nncf.CompressWeightsMode; None or "none": no compression
+    compress: object = "INT8_SYM"  # a mode name or nncf.CompressWeightsMode; None or "none": no compression
     prefill_len: int = 128  # prompt tokens per prefill call
     name: str | None = None  # the model's name in the build; default: the name of model_dir
     mem_mb: int | None = None  # keep the build within this many MB (snakemake --resources mem_mb=N)

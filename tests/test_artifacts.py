@@ -40,7 +40,7 @@ def test_manifest_is_complete(smollm2_builds):
     assert [c["num_layers"] for c in m["chunks"] if c["kind"] == "decoder"] == [10, 10, 10]
     assert m["device"]["device"] == "CPU" and m["eos_token_ids"] == [2]
     for chunk in m["chunks"]:
-        assert chunk["compression"]["mode"] == "INT8_ASYM"
+        assert chunk["compression"]["mode"] == "INT8_SYM"
         for variant in chunk["variants"].values():
             assert variant["inputs"] and variant["outputs"] and variant["compile_s"] > 0
     for rel, digest in m["files"].items():

@@ -127,7 +127,7 @@ def test_smollm2_fp32_greedy_matches_transformers(smollm2_builds):
 
 def test_smollm2_int8_teacher_forced_agreement(smollm2_builds):
     root = smollm2_builds["smollm2"]
-    assert {c["compression"]["mode"] for c in Model(root).manifest["chunks"]} == {"INT8_ASYM"}
+    assert {c["compression"]["mode"] for c in Model(root).manifest["chunks"]} == {"INT8_SYM"}
     gen = Generator(Model(root))
     hf = hf_model(root / "source")
     text = (
