@@ -76,8 +76,8 @@ class Attention(nn.Module):
         self.qkv_proj = nn.Linear(d, (spec.num_heads + 2 * spec.num_kv_heads) * hd, bias=spec.qkv_bias)
         self.o_proj = nn.Linear(spec.num_heads * hd, d, bias=spec.o_bias)
 
-    def forward(self, x, cos, sin, past_k, past_v, past_bias, new_bias):
-        # x [1,T,D]; cos/sin [1,1,T,hd]; past_k/v [1,KV,C,hd]; past_bias [1,1,1,C]; new_bias [g*T,T]
+    def forward(self, x, cos, sin, past_k, past_v, bias):
+        # x [1,T,D]; cos/sin [1,1,T,hd]; past_k/v [1,KV,C,hd]; bias [1,1,g*T,C+T]
         T, H, KV, hd = x.shape[1], self.heads, self.kv_heads, self.head_dim
         q, k, v = self.qkv_proj(x).split([H * hd, KV * hd, KV * hd], dim=-1)
         q = q.view(1, T, H, hd).transpose(1, 2)  # [1,H,T,hd]
@@ -86,11 +86,10 @@ class Attention(nn.Module):
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         # Query heads sharing a KV head are stacked along the row axis: no repeated K/V (GQA).
-        q = q.reshape(1, KV, (H // KV) * T, hd)
-        scale = hd**-0.5
-        s_past = torch.matmul(q, past_k.transpose(2, 3)) * scale + past_bias  # [1,KV,gT,C]
-        s_new = torch.matmul(q, k.transpose(2, 3)) * scale + new_bias  # [1,KV,gT,T]
-        p = torch.softmax(torch.cat((s_past, s_new), dim=-1).float(), dim=-1)
+        # The softmax scale is applied to q once rather than to both score blocks: fewer graph nodes.
+        q = q.reshape(1, KV, (H // KV) * T, hd) * hd**-0.5
+        scores = torch.cat((torch.matmul(q, past_k.transpose(2, 3)), torch.matmul(q, k.transpose(2, 3))), dim=-1)
+        p = torch.softmax((scores + bias).float(), dim=-1)  # [1,KV,gT,C+T]
         C = past_k.shape[2]
         out = torch.matmul(p[..., :C], past_v) + torch.matmul(p[..., C:], v)  # [1,KV,gT,hd]
         out = out.reshape(1, H, T, hd).transpose(1, 2).reshape(1, T, H * hd)
@@ -124,8 +123,8 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps, f16_safe)
         self.mlp = MLP(spec)
 
-    def forward(self, x, cos, sin, past_k, past_v, past_bias, new_bias):
-        a, k, v = self.self_attn(self.input_layernorm(x), cos, sin, past_k, past_v, past_bias, new_bias)
+    def forward(self, x, cos, sin, past_k, past_v, bias):
+        a, k, v = self.self_attn(self.input_layernorm(x), cos, sin, past_k, past_v, bias)
         x = x + a
         return x + self.mlp(self.post_attention_layernorm(x)), k, v
 
@@ -195,13 +194,16 @@ class DecoderChunk(nn.Module):
         freqs = position_ids[:, :, None].float() * self.inv_freq  # [1,T,hd/2]
         emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [1,1,T,hd]
         cos, sin = emb.cos(), emb.sin()
+        # One additive mask for every layer: past slots valid below the first position, causal among the new
+        # tokens; rows are the g query heads sharing a KV head, each T tokens.
         slots = torch.arange(C, dtype=position_ids.dtype)
-        past_bias = torch.where(slots < position_ids[:, :1], 0.0, MASKED).view(1, 1, 1, C)
+        past_bias = torch.where(slots < position_ids[:, :1], 0.0, MASKED).view(1, C).expand(self.group * T, C)
         causal = torch.ones(T, T, dtype=torch.bool).tril()
         new_bias = torch.where(causal, 0.0, MASKED).repeat(self.group, 1)  # [g*T,T]
+        bias = torch.cat((past_bias, new_bias), dim=-1).view(1, 1, self.group * T, C + T)
         new_kv = []
         for i, layer in enumerate(self.layers):
-            x, k, v = layer(x, cos, sin, past[2 * i], past[2 * i + 1], past_bias, new_bias)
+            x, k, v = layer(x, cos, sin, past[2 * i], past[2 * i + 1], bias)
             new_kv += [k, v]
         return (x, *new_kv)
 
