@@ -87,8 +87,7 @@ def _example(spec: ModelSpec, chunk: Chunk, T: int, cache_len: int):
     names = ["x", "position_ids"] + [f"past_{kv}.{i}" for i in layers for kv in ("key", "value")]
     past = torch.zeros(1, spec.num_kv_heads, cache_len, spec.head_dim)
     tensors = [x, torch.arange(T)[None]] + [past] * (2 * chunk.num_layers)
-    outputs = ["x"] + [f"{kv}.{i}" for i in layers for kv in ("key", "value")]
-    return names, tensors, outputs
+    return names, tensors, ["x", "kv"]
 
 
 def _open_axes(name: str, shape, dynamic: bool) -> list[int]:
@@ -148,6 +147,6 @@ def _set_kv_type(model, kv_type):
         if port.get_any_name().startswith("past_"):
             ppp.input(port.get_any_name()).tensor().set_element_type(kv_type)
     for port in model.outputs:
-        if port.get_any_name().startswith(("key.", "value.")):
-            ppp.output(port.get_any_name()).tensor().set_element_type(kv_type)
+        if port.get_any_name() == "kv":
+            ppp.output("kv").tensor().set_element_type(kv_type)
     return ppp.build()

@@ -181,7 +181,8 @@ class Embedding(nn.Module):
 
 class DecoderChunk(nn.Module):
     """Layers [first, first+count): (x [1,T,D], position_ids [1,T], past K/V per layer [1,KV,C,hd])
-    -> (x [1,T,D], new K/V per layer [1,KV,T,hd]). Past slot s is valid iff s < position_ids[0, 0]."""
+    -> (x [1,T,D], kv [2*count,KV,T,hd]: layer j's new keys at 2j, its values at 2j+1).
+    Past slot s is valid iff s < position_ids[0, 0]."""
 
     def __init__(self, spec: ModelSpec, first: int, count: int, f16_safe: bool):
         super().__init__()
@@ -205,7 +206,7 @@ class DecoderChunk(nn.Module):
         for i, layer in enumerate(self.layers):
             x, k, v = layer(x, cos, sin, past[2 * i], past[2 * i + 1], bias)
             new_kv += [k, v]
-        return (x, *new_kv)
+        return x, torch.cat(new_kv)  # one output, so the host places every layer's new K/V with one copy
 
     def weight_names(self) -> dict[str, list[str]]:
         names = {}
