@@ -43,7 +43,7 @@ def test_original_readme_example_runs_on_the_default_model(smollm2_builds, monke
         export=True,
         do_chunk=True,
         chunk_size=10,
-        compress=CompressWeightsMode.INT8_ASYM,
+        compress=CompressWeightsMode.INT8_SYM,
     )
     generation_config = GenerationConfig(device="CPU", do_sample=False, temperature=1.0)
     verbose_config = VerboseConfig(verbose=False)
