@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import mmap
-import os
 from pathlib import Path
 
 import numpy as np
@@ -112,15 +111,10 @@ class Model:
         the blob; afterwards only what it keeps in place (the embedding rows a prompt looks up) is read from the
         map, and such pages come back from the file when touched. Releasing each chunk's pages right after its
         first run bounds the peak to the plugin's copies plus one blob (Llama-3.2-1B shape, after generating:
-        2595 MB resident with the pages kept, 1411 MB with them released). The file's cached pages are dropped
-        before it is mapped: a freshly written blob sits in the page cache in large folios, and touching one page
-        maps its whole folio, so the few MB read in place later kept tens of MB resident (a SmolLM2 decoder
-        chunk: 84 MB of file pages after the release when just built, 58 MB without its cached pages)."""
+        2595 MB resident with the pages kept, 1411 MB with them released)."""
         device = self.manifest["device"]
         try:
             with open(self.root / blob, "rb") as f:
-                if hasattr(os, "posix_fadvise"):  # not on Windows or macOS
-                    os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
                 mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
             compiled = self.core.import_model(ov.Tensor(np.frombuffer(mapped, np.uint8), shared_memory=True),
                                               device["device"], device["properties"])
