@@ -43,7 +43,7 @@ class ModelConfig:
     export: bool = True  # build what is stale; False: load the existing build as it is
     do_chunk: bool = True  # False: all decoder layers in one chunk
     chunk_size: int = 10  # decoder layers per chunk; need not divide the layer count
-    compress: object = "INT8_SYM"  # a mode name or nncf.CompressWeightsMode; None or "none": no compression
+    compress: object = "default"  # a mode name or nncf.CompressWeightsMode; "default": the schema's; None: none
     prefill_len: int = 128  # prompt tokens per prefill call
     name: str | None = None  # the model's name in the build; default: the name of model_dir
     mem_mb: int | None = None  # keep the build within this many MB (snakemake --resources mem_mb=N)
@@ -73,16 +73,17 @@ class ModelConfig:
         return spec_for(Source.resolve(self.source()).hf_config())
 
     def recipe(self, device: str) -> dict:
-        compress = getattr(self.compress, "name", self.compress) or "none"  # an nncf enum has the mode as name
-        return {
+        recipe = {
             "source": self.source(),
             "chunk_size": self.chunk_size if self.do_chunk else self.spec().num_layers,
             "max_seq_len": self.max_seq_len,
             "prefill_len": self.prefill_len,
             "device": device,
-            "compression": {"mode": "none" if compress.lower() == "none" else compress.upper()},
-            **self.build_options,
         }
+        compress = getattr(self.compress, "name", self.compress) or "none"  # an nncf enum has the mode as name
+        if compress != "default":
+            recipe["compression"] = {"mode": "none" if compress.lower() == "none" else compress.upper()}
+        return {**recipe, **self.build_options}
 
 
 @dataclass

@@ -1,11 +1,14 @@
-"""Bad recipes fail before any work starts, with a message naming the bad key or value."""
+"""Bad recipes fail before any work starts, with a message naming the bad key or value; defaults have one source."""
 from __future__ import annotations
 
 import json
 
 import pytest
+import yaml
+from snakemake.utils import validate
 
-from conftest import snakemake, tiny_recipe
+from conftest import REPO, snakemake, tiny_recipe
+from nitro.pipeline import ModelConfig
 
 
 def fails_with(work, recipe: dict, *expected: str):
@@ -48,3 +51,16 @@ def test_unknown_chunk_in_compression_override(tmp_path, tiny_sources):
 def test_unavailable_device(tmp_path, tiny_sources):
     fails_with(tmp_path, tiny_recipe(tiny_sources["llama"], device="GPU"),
                "device 'GPU' is not available", "OpenVINO sees: CPU")
+
+
+def test_the_shipped_recipe_and_model_config_use_the_schema_defaults():
+    """config/config.yaml spells out the defaults and ModelConfig's own match them, so a default changed in the
+    schema shows here rather than leaving the three to disagree."""
+    schema = REPO / "workflow/schemas/config.schema.yaml"
+    shipped = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    source = shipped["models"]["smollm2"]["source"]
+    bare = {"models": {"m": {"source": source}}}
+    from_api = {"models": {"m": ModelConfig(pretrained_model=source).recipe("CPU")}}
+    for config in (shipped, bare, from_api):
+        validate(config, str(schema))
+    assert bare["models"]["m"] == shipped["models"]["smollm2"] == from_api["models"]["m"]
