@@ -5,12 +5,18 @@ Importing this package does not import torch: the Snakefile uses `spec_for` whil
 from __future__ import annotations
 
 import importlib
+from typing import Callable, NamedTuple
 
 from .spec import ModelSpec, UnsupportedModel, llama_spec, qwen2_spec
 
-# HF model_type -> how its config reads into a ModelSpec, and the module with its graph (Qwen2 reuses Llama's).
-FAMILIES = {"llama": llama_spec, "qwen2": qwen2_spec}
-GRAPH_MODULE = {"llama": "llama", "qwen2": "llama"}
+
+class Family(NamedTuple):
+    read_spec: Callable[[dict], ModelSpec]  # HF config.json -> ModelSpec
+    graph_module: str  # the module (in this package) defining its Embedding, DecoderChunk and Head
+
+
+# HF model_type -> its family. Qwen2 is Llama's graph with q/k/v biases.
+FAMILIES = {"llama": Family(llama_spec, "llama"), "qwen2": Family(qwen2_spec, "llama")}
 
 
 def spec_for(config: dict) -> ModelSpec:
@@ -21,12 +27,12 @@ def spec_for(config: dict) -> ModelSpec:
             f"architecture {archs[0]!r} (model_type {model_type!r}) is not supported; "
             f"supported model_type values: {', '.join(sorted(FAMILIES))}"
         )
-    return FAMILIES[model_type](config)
+    return FAMILIES[model_type].read_spec(config)
 
 
 def modules_for(spec: ModelSpec):
     """The module that defines Embedding, DecoderChunk and Head for this family."""
-    return importlib.import_module(f".{GRAPH_MODULE[spec.family]}", __name__)
+    return importlib.import_module(f".{FAMILIES[spec.family].graph_module}", __name__)
 
 
 __all__ = ["ModelSpec", "UnsupportedModel", "spec_for", "modules_for"]
