@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..models import ModelSpec, modules_for, spec_for
 from .recipe import Chunk
+from .source import safetensors_header
 from .step import atomic_dir, write_json
 
 
@@ -34,10 +35,9 @@ def read_safetensors(path: Path, names: list[str]) -> dict:
     the module keeps, doubling the peak (a 10-layer Llama-3.2-1B chunk: 4.9 GB for 2.4 GB of weights)."""
     import torch
 
+    header_len, header = safetensors_header(path)
+    tensors = {}
     with open(path, "rb") as f:
-        header_len = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(header_len))
-        tensors = {}
         for name in names:
             entry = header[name]
             if entry["dtype"] not in SAFETENSORS_DTYPES:

@@ -76,12 +76,16 @@ def _from_gguf(path: Path, dest: Path) -> None:
     tokenizer.save_pretrained(dest)
 
 
+def safetensors_header(path: Path) -> tuple[int, dict]:
+    """(header length, header) of a safetensors file: each tensor's dtype, shape and byte range after the header."""
+    with open(path, "rb") as f:
+        length = int.from_bytes(f.read(8), "little")
+        return length, json.loads(f.read(length))
+
+
 def tensor_index(folder: Path) -> dict[str, str]:
     """Tensor name -> safetensors file name."""
-    from safetensors import safe_open
-
     index = {}
     for f in sorted(folder.glob("*.safetensors")):
-        with safe_open(str(f), framework="pt") as st:
-            index.update({k: f.name for k in st.keys()})
+        index.update({name: f.name for name in safetensors_header(f)[1] if name != "__metadata__"})
     return index
