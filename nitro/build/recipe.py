@@ -12,8 +12,6 @@ from pathlib import Path
 
 from ..models import ModelSpec, UnsupportedModel, spec_for
 
-COMPRESSION_MODES = ("none", "INT8_ASYM", "INT8_SYM", "INT4_SYM", "INT4_ASYM", "NF4")
-DEVICES = ("CPU", "GPU", "NPU")
 # Resident size of a build step before any weights: Python, torch, OpenVINO, NNCF imported.
 BASE_MB = 900
 
