@@ -35,16 +35,16 @@ def read_safetensors(path: Path, names: list[str]) -> dict:
     the module keeps, doubling the peak (a 10-layer Llama-3.2-1B chunk: 4.9 GB for 2.4 GB of weights)."""
     import torch
 
-    header_len, header = safetensors_header(path)
     tensors = {}
     with open(path, "rb") as f:
+        header, data_start = safetensors_header(f)
         for name in names:
             entry = header[name]
             if entry["dtype"] not in SAFETENSORS_DTYPES:
                 raise ValueError(f"{path}: tensor {name} has dtype {entry['dtype']}; expected a float checkpoint")
             begin, end = entry["data_offsets"]
             raw = torch.empty(end - begin, dtype=torch.uint8)
-            f.seek(8 + header_len + begin)
+            f.seek(data_start + begin)
             f.readinto(raw.numpy())
             tensors[name] = raw.view(getattr(torch, SAFETENSORS_DTYPES[entry["dtype"]])).reshape(entry["shape"])
     return tensors

@@ -76,16 +76,18 @@ def _from_gguf(path: Path, dest: Path) -> None:
     tokenizer.save_pretrained(dest)
 
 
-def safetensors_header(path: Path) -> tuple[int, dict]:
-    """(header length, header) of a safetensors file: each tensor's dtype, shape and byte range after the header."""
-    with open(path, "rb") as f:
-        length = int.from_bytes(f.read(8), "little")
-        return length, json.loads(f.read(length))
+def safetensors_header(f) -> tuple[dict, int]:
+    """(header, offset of the data) of a safetensors file open for binary reading: the header gives each
+    tensor's dtype, shape and byte range from that offset."""
+    length = int.from_bytes(f.read(8), "little")
+    return json.loads(f.read(length)), 8 + length
 
 
 def tensor_index(folder: Path) -> dict[str, str]:
     """Tensor name -> safetensors file name."""
     index = {}
-    for f in sorted(folder.glob("*.safetensors")):
-        index.update({name: f.name for name in safetensors_header(f)[1] if name != "__metadata__"})
+    for path in sorted(folder.glob("*.safetensors")):
+        with open(path, "rb") as f:
+            header, _ = safetensors_header(f)
+        index.update({name: path.name for name in header if name != "__metadata__"})
     return index
