@@ -146,7 +146,6 @@ def _set_kv_type(model, kv_type):
     for port in model.inputs:
         if port.get_any_name().startswith("past_"):
             ppp.input(port.get_any_name()).tensor().set_element_type(kv_type)
-    for port in model.outputs:
-        if port.get_any_name() == "kv":
-            ppp.output("kv").tensor().set_element_type(kv_type)
+    if "kv" in {port.get_any_name() for port in model.outputs}:  # decoder chunks only
+        ppp.output("kv").tensor().set_element_type(kv_type)
     return ppp.build()
