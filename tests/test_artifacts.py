@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import openvino as ov
 import pytest
@@ -49,6 +51,20 @@ def test_manifest_is_complete(smollm2_builds):
     steps = {(s["step"], s["chunk"]) for s in m["steps"]}
     assert ("source", None) in steps and ("warmup", "head") in steps and len(steps) == 1 + 3 * 5
     assert m["smoke"]["load_s"] > 0 and m["smoke"]["peak_rss_mb"] > 0
+
+
+def test_outputs_have_the_modes_of_ordinary_files(tiny_builds, smollm2_builds):
+    """Atomic writes go through private scratch files (0600) and folders (0700); what they become must have the
+    modes open() and mkdir() give under the umask, so a model one user builds can be loaded by another. (Files the
+    source step hard-links from an HF folder share the checkpoint's inode, and keep its mode.)"""
+    umask = os.umask(0)
+    os.umask(umask)
+    for root in all_builds(tiny_builds, smollm2_builds).values():
+        for path in [root, *root.rglob("*")]:
+            if path.is_file() and path.stat().st_nlink > 1:
+                continue
+            expected = (0o777 if path.is_dir() else 0o666) & ~umask
+            assert stat.S_IMODE(path.stat().st_mode) == expected, f"{path}: {oct(path.stat().st_mode)}"
 
 
 @pytest.mark.parametrize("build", ["smollm2", "smollm2_fp32"])

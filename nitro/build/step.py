@@ -11,6 +11,18 @@ import time
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp and mkdtemp make private files (0600) and folders (0700); outputs get the modes open() and mkdir() would
+# give them under the umask, so a model one user builds can be loaded or served by another.
+_UMASK = _umask()
+FILE_MODE, DIR_MODE = 0o666 & ~_UMASK, 0o777 & ~_UMASK
+
+
 def write_json(path: Path, data) -> None:
     """Write JSON atomically: a reader (or a rerun after a kill) never sees half a file."""
     path = Path(path)
@@ -19,6 +31,7 @@ def write_json(path: Path, data) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=2, sort_keys=True)
         f.write("\n")
+    os.chmod(tmp, FILE_MODE)
     os.replace(tmp, path)
 
 
@@ -30,6 +43,7 @@ def atomic_dir(final: Path):
     for stale in final.parent.glob(f".{final.name}.*.partial"):  # left by a killed run
         shutil.rmtree(stale, ignore_errors=True)
     scratch = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial"))
+    os.chmod(scratch, DIR_MODE)
     try:
         yield scratch
         if final.exists():
