@@ -6,32 +6,26 @@ import json
 import os
 import resource
 import shutil
-import tempfile
 import time
+import uuid
 from pathlib import Path
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# mkstemp and mkdtemp make private files (0600) and folders (0700); outputs get the modes open() and mkdir() would
-# give them under the umask, so a model one user builds can be loaded or served by another.
-_UMASK = _umask()
-FILE_MODE, DIR_MODE = 0o666 & ~_UMASK, 0o777 & ~_UMASK
+def _scratch(path: Path) -> Path:
+    """A unique hidden name beside `path` for it to be written under first. Created with open(..., "x") or mkdir,
+    it gets the mode the umask gives (mkstemp and mkdtemp would make it private, 0600/0700, and so the output),
+    so a model one user builds can be loaded or served by another."""
+    return path.parent / f".{path.name}.{uuid.uuid4().hex}.partial"
 
 
 def write_json(path: Path, data) -> None:
     """Write JSON atomically: a reader (or a rerun after a kill) never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    with os.fdopen(fd, "w") as f:
+    tmp = _scratch(path)
+    with open(tmp, "x") as f:
         json.dump(data, f, indent=2, sort_keys=True)
         f.write("\n")
-    os.chmod(tmp, FILE_MODE)
     os.replace(tmp, path)
 
 
@@ -42,8 +36,8 @@ def atomic_dir(final: Path):
     final.parent.mkdir(parents=True, exist_ok=True)
     for stale in final.parent.glob(f".{final.name}.*.partial"):  # left by a killed run
         shutil.rmtree(stale, ignore_errors=True)
-    scratch = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial"))
-    os.chmod(scratch, DIR_MODE)
+    scratch = _scratch(final)
+    scratch.mkdir()
     try:
         yield scratch
         if final.exists():
