@@ -20,11 +20,11 @@ include: "rules/common.smk"
 include: "rules/source.smk"
 include: "rules/export.smk"
 include: "rules/compress.smk"
-include: "rules/warmup.smk"
 include: "rules/compile.smk"
+include: "rules/assemble.smk"
 
 
 rule all:
     input:
-        expand("results/{model}/manifest.json", model=RECIPES),
+        expand(model_path(MANIFEST), model=RECIPES),
     default_target: True

@@ -14,7 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from nitro.runtime import bench
+from nitro.commands.bench import add_arguments, report
+from nitro.runtime.bench import measure
 
 
 def genai_loader(folder: Path):
@@ -90,11 +91,10 @@ LOADERS = {"genai": genai_loader, "optimum": optimum_loader}
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("tool", choices=LOADERS)
-    bench.add_arguments(parser)
+    add_arguments(parser)
     args = parser.parse_args(argv)
     vocab_size = json.loads((args.root / "config.json").read_text())["vocab_size"]
-    result = bench.measure(args.tool, args.root, LOADERS[args.tool](args.root), args, vocab_size)
-    bench.report(result, args)
+    report(measure(args.tool, args.root, LOADERS[args.tool](args.root), args, vocab_size), args)
     return 0
 
 

@@ -1,8 +1,5 @@
-"""`nitro`: the command line. Each subcommand lives in the module that implements it; this file only routes.
-
-A subcommand module provides `add_arguments(parser)` and `run(args) -> int`, and imports its heavy
-dependencies inside `run`, so `nitro --help` stays fast.
-"""
+"""`nitro`: the command line. Each subcommand lives in nitro/commands/; this file routes to it and turns the
+errors a user can fix into one line on stderr and exit status 1."""
 from __future__ import annotations
 
 import argparse
@@ -10,23 +7,29 @@ import importlib
 import sys
 
 SUBCOMMANDS = {
-    "generate": ("nitro.runtime.commands.generate", "generate a completion for a prompt, streamed"),
-    "chat": ("nitro.runtime.commands.chat", "chat with a built model in the terminal"),
-    "bench": ("nitro.runtime.bench", "measure TTFT, decode speed, load time and memory of a built model"),
-    "serve": ("nitro.serve.server", "serve a built model over an OpenAI-compatible HTTP API"),
+    "generate": "generate a completion for a prompt, streamed",
+    "chat": "chat with a built model in the terminal",
+    "bench": "measure TTFT, decode speed, load time and memory of a built model",
+    "serve": "serve a built model over an OpenAI-compatible HTTP API",
 }
 
 
 def main(argv=None) -> int:
+    from .artifacts import ArtifactError
+
     parser = argparse.ArgumentParser(prog="nitro",
                                      description="Run, benchmark and serve models built by the NITRO workflow.")
     sub = parser.add_subparsers(dest="command", required=True)
     modules = {}
-    for name, (module, help_text) in SUBCOMMANDS.items():
-        modules[name] = importlib.import_module(module)
+    for name, help_text in SUBCOMMANDS.items():
+        modules[name] = importlib.import_module(f"nitro.commands.{name}")
         modules[name].add_arguments(sub.add_parser(name, help=help_text, description=help_text))
     args = parser.parse_args(argv)
-    return modules[args.command].run(args)
+    try:
+        return modules[args.command].run(args)
+    except (ArtifactError, ValueError) as exc:  # a missing build, a bad option, a prompt that cannot fit
+        print(f"nitro {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

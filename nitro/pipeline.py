@@ -23,7 +23,6 @@ from pathlib import Path
 
 import yaml
 
-from .runtime.commands import loading_bar, summary
 from .runtime.sampling import SamplingParams
 
 SNAKEFILE = Path(__file__).resolve().parents[1] / "Snakefile"
@@ -67,8 +66,8 @@ class ModelConfig:
         return str(path.resolve()) if path.exists() else self.pretrained_model
 
     def spec(self):
-        from .build.recipe import Source
         from .models import spec_for
+        from .sources import Source
 
         return spec_for(Source.resolve(self.source()).hf_config())
 
@@ -134,7 +133,7 @@ class Pipeline:
                 f"{root} was built for {built_for}, but generation_config.device = "
                 f"{self.generation_config.device!r}: rebuild with export=True, or ask for {built_for}"
             )
-        self.generator = Generator(Model(root, manifest, progress=loading_bar if self.verbose else None))
+        self.generator = Generator(Model(root, manifest, progress=self.verbose))
 
     @classmethod
     def from_pretrained(cls, model_config: ModelConfig, generation_config: GenerationConfig | None = None,
@@ -164,7 +163,7 @@ class Pipeline:
         completions = [gen.generate(gen.encode(prompt), params) for prompt in prompts]
         if self.verbose:
             for c in completions:
-                print(summary(c), file=sys.stderr)
+                print(c.summary(), file=sys.stderr)
         return completions
 
     def generate(self, prompts: str | list[str], max_new_tokens: int | None = None) -> str | Completions:
@@ -175,8 +174,8 @@ class Pipeline:
 
     def chat_generate(self, max_new_tokens: int | None = None, system_prompt: str | None = None):
         """Chat in the terminal (stdin/stdout) until /quit or EOF; /help lists the commands."""
+        from .commands.chat import repl
         from .runtime.chat import ChatSession
-        from .runtime.commands.chat import repl
 
         repl(ChatSession(self.generator, system_prompt), self._params(max_new_tokens))
 
@@ -209,14 +208,20 @@ def load_pipeline(root, generation_config: GenerationConfig | None = None,
 
 
 def _same_source(pretrained_model: str, manifest: dict) -> bool:
-    from .build.recipe import RecipeError, Source
+    from .sources import Source, SourceError
 
     if pretrained_model == manifest["settings"]["source"]:
         return True
     try:
         return Source.resolve(pretrained_model).location == manifest["source"]["location"]
-    except RecipeError:
+    except SourceError:
         return False
+
+
+def workflow_command(workdir: Path, recipe: Path | None, cores: int) -> list[str]:
+    """The command that runs this checkout's workflow in `workdir` on `recipe` (None: the shipped default)."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir), "--cores", str(cores)]
+    return cmd + (["--configfile", str(recipe)] if recipe else [])
 
 
 def build(model_config: ModelConfig, device: str, verbose: bool):
@@ -229,8 +234,7 @@ def build(model_config: ModelConfig, device: str, verbose: bool):
     partial = recipe.with_suffix(".partial")
     partial.write_text(yaml.safe_dump({"models": {model_config.model_name: model_config.recipe(device)}}))
     partial.replace(recipe)
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir),
-           "--cores", str(os.cpu_count() or 1), "--configfile", str(recipe)]
+    cmd = workflow_command(workdir, recipe, cores=os.cpu_count() or 1)
     if model_config.mem_mb:
         cmd += ["--resources", f"mem_mb={model_config.mem_mb}"]
     result = subprocess.run(cmd, capture_output=not verbose, text=True)

@@ -1,4 +1,5 @@
-# Recipes, paths and helpers shared by the stage rules.
+# Recipes, paths and helpers shared by the step rules. What each step is given, and the code it runs, comes from
+# the recipe (nitro/build/recipe.py); the files a built model holds are named by nitro/artifacts.py.
 import json
 import os
 import sys
@@ -6,8 +7,10 @@ import sys
 from snakemake.exceptions import WorkflowError
 
 sys.path.insert(0, workflow.basedir)
-from nitro.build.recipe import Recipe, RecipeError  # noqa: E402
+from nitro.artifacts import COMPILED, COMPRESSED, EXPORT, MANIFEST, SOURCE, TOKENIZER, log_file  # noqa: E402
+from nitro.build.recipe import Recipe, RecipeError, step_code  # noqa: E402
 from nitro.models import UnsupportedModel  # noqa: E402
+from nitro.sources import SourceError  # noqa: E402
 
 # Jobs run the nitro package of this checkout, whatever else is installed.
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
@@ -19,7 +22,7 @@ def _recipes():
     for name, settings in config["models"].items():
         try:
             recipes[name] = Recipe(name, settings)
-        except (RecipeError, UnsupportedModel) as exc:
+        except (RecipeError, SourceError, UnsupportedModel) as exc:
             raise WorkflowError(f"bad recipe for model {name!r}: {exc}") from None
     return recipes
 
@@ -32,14 +35,23 @@ wildcard_constraints:
     chunk=r"embed|head|decoder_\d+",
 
 
-def code(*relative):
-    """Package files a stage's output depends on: editing them makes that stage stale."""
-    return [os.path.join(workflow.basedir, "nitro", r) for r in relative]
+def model_path(*parts):
+    """A path in a built model's folder, as a pattern over the model (and chunk) wildcards."""
+    return "/".join(["results", "{model}", *parts])
 
 
-def as_json(make):
-    """A params function returning the JSON text of `make(recipe, wildcards)`."""
-    return lambda w: json.dumps(make(RECIPES[w.model], w), sort_keys=True)
+def chunk_log(step):
+    return model_path(log_file(step, "{chunk}"))
+
+
+def code(step):
+    """The package files the step runs: editing any of them makes its outputs stale."""
+    return [os.path.join(workflow.basedir, f) for f in step_code(step)]
+
+
+def as_json(params_of):
+    """A params function: the JSON text of `params_of(recipe, wildcards)`."""
+    return lambda w: json.dumps(params_of(RECIPES[w.model], w), sort_keys=True)
 
 
 def mem_mb(step):
@@ -52,7 +64,7 @@ def runtime_min(step):
 
 
 onstart:
-    from nitro.build.warmup import DeviceUnavailable, check_device
+    from nitro.build.compile import DeviceUnavailable, check_device
 
     for name, recipe in RECIPES.items():
         device = recipe.device_params()

@@ -1,14 +1,14 @@
 rule compress_chunk:
     """NNCF weight compression of one chunk, with the recipe's per-chunk setting."""
     input:
-        exported="results/{model}/export/{chunk}",
-        code=code("build/compress.py"),
+        exported=model_path(EXPORT, "{chunk}"),
+        code=code("compress"),
     output:
-        directory("results/{model}/compressed/{chunk}"),
+        directory(model_path(COMPRESSED, "{chunk}")),
     params:
         settings=as_json(lambda r, w: r.compression(w.chunk)),
     log:
-        "results/{model}/logs/compress/{chunk}.json",
+        chunk_log("compress"),
     threads: 1
     resources:
         mem_mb=mem_mb("compress"),

@@ -1,14 +1,14 @@
 rule export_chunk:
     """One chunk to OpenVINO IR (static or dynamic shapes, per the recipe), reading only that chunk's tensors."""
     input:
-        source="results/{model}/source",
-        code=code("build/export.py", "models/llama.py", "models/spec.py"),
+        source=model_path(SOURCE),
+        code=code("export"),
     output:
-        directory("results/{model}/export/{chunk}"),
+        directory(model_path(EXPORT, "{chunk}")),
     params:
         settings=as_json(lambda r, w: r.export_params(w.chunk)),
     log:
-        "results/{model}/logs/export/{chunk}.json",
+        chunk_log("export"),
     threads: 1
     resources:
         mem_mb=mem_mb("export"),

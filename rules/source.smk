@@ -1,20 +1,15 @@
 rule source:
     """Materialise the checkpoint as a HF folder with a tensor index, and the tokenizer files apart."""
     input:
-        code=code("build/source.py"),
+        code=code("source"),
         checkpoint=lambda w: RECIPES[w.model].source.files(),
     output:
-        source=directory("results/{model}/source"),
-        tokenizer=directory("results/{model}/tokenizer"),
+        source=directory(model_path(SOURCE)),
+        tokenizer=directory(model_path(TOKENIZER)),
     params:
-        settings=as_json(
-            lambda r, w: {
-                "source": r.source.__dict__,
-                "tokenizer_out": f"results/{w.model}/tokenizer",
-            }
-        ),
+        settings=as_json(lambda r, w: r.source_params()),
     log:
-        "results/{model}/logs/source.json",
+        model_path(log_file("source")),
     threads: 1
     resources:
         mem_mb=mem_mb("source"),

@@ -6,36 +6,14 @@ torch and OpenVINO, which dominates the time of a tiny build.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from checkpoints import make_checkpoint
+from nitro.testing import make_checkpoint, snakemake
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def snakemake(workdir: Path, recipe: dict | None, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the repository's workflow in `workdir` on `recipe` (written to workdir/recipe.yaml)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--cores", "2"]
-    if recipe is not None:
-        (workdir / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-        cmd += ["--configfile", str(workdir / "recipe.yaml")]
-    result = subprocess.run(cmd + list(args), capture_output=True, text=True)
-    for _ in range(90):  # another test session builds into the same NITRO_TEST_CACHE folder: wait for it
-        if "LockException" not in result.stderr:
-            break
-        time.sleep(10)
-        result = subprocess.run(cmd + list(args), capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}")
-    return result
 
 
 def build_dir(tmp_path_factory, name: str) -> Path:

@@ -8,7 +8,7 @@ import stat
 import openvino as ov
 import pytest
 
-from nitro.build.compile import sha256
+from nitro.artifacts import sha256
 
 
 def all_builds(tiny_builds, smollm2_builds):
@@ -49,7 +49,7 @@ def test_manifest_is_complete(smollm2_builds):
         assert sha256(root / rel) == digest
     assert {"openvino", "nncf", "torch", "transformers"} <= {k for k, v in m["versions"].items() if v}
     steps = {(s["step"], s["chunk"]) for s in m["steps"]}
-    assert ("source", None) in steps and ("warmup", "head") in steps and len(steps) == 1 + 3 * 5
+    assert ("source", None) in steps and ("compile", "head") in steps and len(steps) == 1 + 3 * 5
     assert m["smoke"]["load_s"] > 0 and m["smoke"]["peak_rss_mb"] > 0
 
 

@@ -9,6 +9,7 @@ import statistics
 import pytest
 
 from nitro.cli import main
+from nitro.commands.bench import add_arguments
 from nitro.runtime import Model, bench
 from nitro.runtime.generate import Generator
 from nitro.runtime.sampling import SamplingParams
@@ -54,7 +55,7 @@ def test_every_run_gets_a_prompt_of_its_own():
     """A tool that caches prompt prefixes (OpenVINO GenAI) must not skip a prefill it has seen; run i gets the
     same prompt in every tool, and the first measured run the prompt itself."""
     parser = argparse.ArgumentParser()
-    bench.add_arguments(parser)
+    add_arguments(parser)
     args = parser.parse_args(["model", "--prompt-len", "16", "--new-tokens", "3", "--runs", "3", "--warmup", "2"])
     prompts = []
 

@@ -13,7 +13,7 @@ import pytest
 
 from nitro import load_pipeline
 from nitro.runtime.chat import ChatSession, HistoryFull
-from nitro.runtime.commands.chat import repl
+from nitro.commands.chat import repl
 from nitro.runtime.sampling import SamplingParams
 
 SUMMARY = re.compile(r"\[prompt (\d+) tokens(?: \((\d+) prefilled, (\d+) from cache\))?, (\d+) new tokens, .*"
@@ -100,7 +100,7 @@ def test_session_says_when_history_no_longer_fits_and_reset_recovers(tiny_llama)
         for _ in range(10):
             "".join(session.send("Tell me more about it", params))
             assert session.last.prefilled_tokens < session.last.prompt_tokens  # earlier turns came from cache
-    assert "no longer fits this build's max_seq_len = 96" in str(full.value)
+    assert "exceeds this build's max_seq_len = 96; reset the conversation" in str(full.value)
     turns = len(session.history)
     assert turns >= 4 and session.messages[0] == {"role": "system", "content": "Be brief."}
     session.reset()

@@ -11,12 +11,13 @@ from snakemake.api import SnakemakeApi
 from snakemake.settings.enums import Quietness
 from snakemake.settings.types import OutputSettings, ResourceSettings
 
-from conftest import REPO, snakemake
-from nitro.build.compile import sha256
+from conftest import REPO
+from nitro.artifacts import sha256
+from nitro.testing import snakemake
 
 PROFILES = REPO / "profiles"
 MEASURED = {"wall_s", "compile_s", "load_s", "peak_rss_mb"}
-PINNED = {"warmup_chunk", "compile"}  # write device-specific blobs: pinned to the device's partition
+PINNED = {"compile_chunk", "assemble"}  # write or load device-specific blobs: pinned to the device's partition
 
 
 def ir_hashes(results: Path) -> dict[str, str]:
@@ -36,8 +37,8 @@ def without_measurements(data):
 
 def expected_jobs(chunks: list[str]) -> set[tuple[str, str]]:
     """(rule, chunk) of every job of a one-model build; chunk is "" for the per-model rules."""
-    per_chunk = {(rule, c) for rule in ("export_chunk", "compress_chunk", "warmup_chunk") for c in chunks}
-    return {("source", ""), ("compile", "")} | per_chunk
+    per_chunk = {(rule, c) for rule in ("export_chunk", "compress_chunk", "compile_chunk") for c in chunks}
+    return {("source", ""), ("assemble", "")} | per_chunk
 
 
 @pytest.fixture(scope="module")
@@ -79,15 +80,15 @@ def test_submit_script_ran_each_job_as_its_own_detached_process(cluster_build):
         assert (job / "exit").read_text().strip() == "0"
 
 
-def test_warm_up_on_another_machine_from_the_copied_compressed_chunks(smollm2_builds, tmp_path):
+def test_compile_on_another_machine_from_the_copied_compressed_chunks(smollm2_builds, tmp_path):
     """README, "the device is your own machine": compressed/, tokenizer/ and logs/ copied from a build (with
-    fresh modification times, as `rsync -r` gives) are all that the warm-up and the final compile need."""
+    fresh modification times, as `rsync -r` gives) are all that compiling the chunks and assembling need."""
     built, copied = smollm2_builds["smollm2"], tmp_path / "results/smollm2"
     for part in ("compressed", "tokenizer", "logs"):
         shutil.copytree(built / part, copied / part, copy_function=shutil.copy)
     result = snakemake(tmp_path, None)
     ran = set(re.findall(r"^(?:local)?rule (\w+):", result.stdout + result.stderr, re.M))
-    assert ran == {"warmup_chunk", "compile", "all"}
+    assert ran == {"compile_chunk", "assemble", "all"}
     assert not (copied / "source").exists() and not (copied / "export").exists()
     manifest, local = (json.loads((r / "manifest.json").read_text()) for r in (copied, built))
     assert without_measurements(manifest) == without_measurements(local)

@@ -207,7 +207,7 @@ def test_overflow_gives_the_documented_error_and_leaves_the_model_usable(tiny):
     with pytest.raises(ContextOverflow) as error:
         pipe.generate(LONG_PROMPT, max_new_tokens=90)
     message = str(error.value)
-    assert f"prompt of {prompt_tokens} tokens + max_new_tokens 90" in message
+    assert f"{prompt_tokens} tokens of input + 90 new tokens" in message
     assert "max_seq_len = 96" in message and "rebuild with a larger max_seq_len" in message
     assert pipe.generate(SHORT_PROMPTS[0], max_new_tokens=8) == before
 

@@ -1,6 +1,7 @@
 """Incremental builds, checked through Snakemake itself: what reruns after a change, and after a kill."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -10,8 +11,11 @@ import sys
 import time
 
 import pytest
+import yaml
 
-from conftest import REPO, build_dir, snakemake, tiny_recipe
+from conftest import REPO, build_dir, tiny_recipe
+from nitro.artifacts import sha256
+from nitro.testing import snakemake
 
 
 def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
@@ -38,12 +42,17 @@ def test_second_run_does_nothing(incremental_build):
     assert planned_jobs(result) == {}
 
 
+def changed_recipe(recipe: dict, model: str = "m", **settings) -> dict:
+    changed = json.loads(json.dumps(recipe))
+    changed["models"][model].update(settings)
+    return changed
+
+
 def test_one_chunk_compression_change_reruns_only_that_chunk(incremental_build):
     work, recipe = incremental_build
-    changed = json.loads(json.dumps(recipe))
-    changed["models"]["m"]["compression"]["chunks"] = {"decoder_1": {"mode": "INT8_SYM"}}
+    changed = changed_recipe(recipe, compression={"mode": "INT8_ASYM", "chunks": {"decoder_1": {"mode": "INT8_SYM"}}})
     assert planned_jobs(snakemake(work, changed, "--dry-run")) == {
-        "compress_chunk": 1, "warmup_chunk": 1, "compile": 1, "all": 1}
+        "compress_chunk": 1, "compile_chunk": 1, "assemble": 1, "all": 1}
     before = {p: p.stat().st_mtime_ns for p in (work / "results/m").rglob("*.xml")}
     snakemake(work, changed)
     rewritten = {p.relative_to(work / "results/m").parts[:2] for p, t in before.items()
@@ -55,13 +64,63 @@ def test_one_chunk_compression_change_reruns_only_that_chunk(incremental_build):
     snakemake(work, recipe)  # back to the module's recipe for the other tests
 
 
-def test_max_seq_len_change_reruns_exports(incremental_build):
+def test_context_length_change_on_a_dynamic_build_reruns_only_the_assembly(incremental_build):
+    """Dynamic graphs take any number of tokens and cache slots: max_seq_len and prefill_len are read by the
+    runtime alone, through the manifest."""
     work, recipe = incremental_build
-    changed = json.loads(json.dumps(recipe))
-    changed["models"]["m"]["max_seq_len"] = 128
-    jobs = planned_jobs(snakemake(work, changed, "--dry-run"))
-    assert jobs["export_chunk"] == 4 and jobs["compress_chunk"] == 4 and jobs["warmup_chunk"] == 4
-    assert "source" not in jobs
+    changed = changed_recipe(recipe, max_seq_len=128, prefill_len=8)
+    assert planned_jobs(snakemake(work, changed, "--dry-run")) == {"assemble": 1, "all": 1}
+    snakemake(work, changed)
+    manifest = json.loads((work / "results/m/manifest.json").read_text())
+    assert (manifest["max_seq_len"], manifest["prefill_len"]) == (128, 8)
+    snakemake(work, recipe)
+
+
+def test_context_length_change_on_a_static_build_reruns_what_reads_it(tiny_builds):
+    """Static graphs: max_seq_len sizes the decoder chunks' cache inputs (not the embedding's or the head's);
+    prefill_len the prefill graphs of the embedding and the decoder chunks (the head has only a decode graph)."""
+    work = tiny_builds["llama_f32_static"].parents[1]
+    recipe = yaml.safe_load((work / "recipe.yaml").read_text())
+    only = {"models": {"llama_f32_static": recipe["models"]["llama_f32_static"]}}
+    decoders = 2  # 5 layers in chunks of 3
+    longer = changed_recipe(only, "llama_f32_static", max_seq_len=128)
+    assert planned_jobs(snakemake(work, longer, "--dry-run")) == {
+        "export_chunk": decoders, "compress_chunk": decoders, "compile_chunk": decoders, "assemble": 1, "all": 1}
+    shorter_prefill = changed_recipe(only, "llama_f32_static", prefill_len=8)
+    assert planned_jobs(snakemake(work, shorter_prefill, "--dry-run")) == {
+        "export_chunk": decoders + 1, "compress_chunk": decoders + 1, "compile_chunk": decoders + 1, "assemble": 1,
+        "all": 1}
+
+
+@contextlib.contextmanager
+def edited(relative: str):
+    """The package file as if just edited (its modification time now), restored afterwards."""
+    path = REPO / relative
+    before = path.stat()
+    os.utime(path)
+    try:
+        yield
+    finally:
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+EVERY_CHUNK = {"export_chunk": 4, "compress_chunk": 4, "compile_chunk": 4, "assemble": 1, "all": 1}
+
+
+@pytest.mark.parametrize("module, jobs", [
+    ("nitro/models/__init__.py", EVERY_CHUNK),  # imported by the export, by name only of its package
+    ("nitro/models/llama.py", EVERY_CHUNK),  # imported by name (nitro.models.modules_for)
+    ("nitro/build/source.py", {"source": 1, **EVERY_CHUNK}),  # the export imports its safetensors reader
+    ("nitro/build/compress.py", {"compress_chunk": 4, "compile_chunk": 4, "assemble": 1, "all": 1}),
+    ("nitro/build/compile.py", {"compile_chunk": 4, "assemble": 1, "all": 1}),
+    ("nitro/runtime/model.py", {"assemble": 1, "all": 1}),  # the final step loads the model as the runtime does
+    ("nitro/runtime/generate.py", {}),  # no step runs it
+    ("nitro/serve/app.py", {}),
+])
+def test_editing_a_module_reruns_the_steps_that_import_it(incremental_build, module, jobs):
+    work, recipe = incremental_build
+    with edited(module):
+        assert planned_jobs(snakemake(work, recipe, "--dry-run")) == jobs
 
 
 def test_killed_build_resumes_without_corrupt_artifacts(tmp_path, tiny_sources):
@@ -82,8 +141,6 @@ def test_killed_build_resumes_without_corrupt_artifacts(tmp_path, tiny_sources):
     snakemake(tmp_path, recipe)
     root = tmp_path / "results/k"
     manifest = json.loads((root / "manifest.json").read_text())
-    from nitro.build.compile import sha256
-
     for rel, digest in manifest["files"].items():
         assert sha256(root / rel) == digest, rel
     assert not list(root.rglob("*.partial")), "scratch files left behind"

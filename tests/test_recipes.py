@@ -7,8 +7,9 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from conftest import REPO, snakemake, tiny_recipe
+from conftest import REPO, tiny_recipe
 from nitro.pipeline import ModelConfig
+from nitro.testing import snakemake
 
 
 def fails_with(work, recipe: dict, *expected: str):

@@ -220,7 +220,7 @@ BAD_REQUESTS = {
     "temperature not a number": ("chat/completions", {**CHAT, "temperature": "hot"}, 400, "temperature"),
     "max_tokens 0": ("chat/completions", {**CHAT, "max_tokens": 0}, 400, "max_tokens"),
     "max_tokens negative": ("completions", {"model": MODEL, "prompt": "Hi", "max_tokens": -3}, 400, "max_tokens"),
-    "max_tokens over capacity": ("chat/completions", {**CHAT, "max_tokens": 5000}, 400, "max_tokens = 5000"),
+    "max_tokens over capacity": ("chat/completions", {**CHAT, "max_tokens": 5000}, 400, "max_tokens: "),
     "prompt over capacity": ("completions", {"model": MODEL, "prompt": LONG}, 400, "prompt:"),
     "messages over capacity": ("chat/completions", {**CHAT, "messages": [{"role": "user", "content": LONG}]}, 400,
                                "messages:"),

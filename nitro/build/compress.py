@@ -5,7 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
-from .step import atomic_dir, write_json
+from ..artifacts import META, atomic_dir, write_json
 
 
 def _nncf():
@@ -31,10 +31,14 @@ def compression_kwargs(settings: dict) -> dict:
     return kwargs
 
 
+def run(args):
+    compress_chunk(args.input, args.params, args.out)
+
+
 def compress_chunk(exported: Path, settings: dict, out: Path) -> dict:
     import openvino as ov
 
-    meta = json.loads((exported / "meta.json").read_text())
+    meta = json.loads((exported / META).read_text())
     core = ov.Core()
     with atomic_dir(out) as scratch:
         for variant in meta["variants"].values():
@@ -47,5 +51,5 @@ def compress_chunk(exported: Path, settings: dict, out: Path) -> dict:
             ov.save_model(model, scratch / xml, compress_to_fp16=False)
             del model
         meta["compression"] = settings
-        write_json(scratch / "meta.json", meta)
+        write_json(scratch / META, meta)
     return meta

@@ -1,4 +1,4 @@
-"""Stage 2: export one chunk to OpenVINO IR, one graph per variant.
+"""Stage 2: export one chunk to OpenVINO IR, one graph per variant, as the recipe's `graphs` parameter lists them.
 
 With static shapes (what an NPU needs): `prefill` takes `prefill_len` tokens at once, `decode` one token, and
 decoder chunks read a KV cache of `max_seq_len` slots. With dynamic shapes (CPU, GPU): one `dynamic` graph takes
@@ -11,19 +11,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..artifacts import (HIDDEN, INPUT_IDS, KV, LOGITS, META, POSITION_IDS, TENSOR_INDEX, atomic_dir, is_past,
+                         past_name, write_json)
 from ..models import ModelSpec, modules_for, spec_for
-from .recipe import Chunk
 from .source import safetensors_header
-from .step import atomic_dir, write_json
 
-
-def variant_lengths(chunk: Chunk, params: dict) -> dict[str, int | None]:
-    """Variant name -> number of new tokens T the graph takes (None: any)."""
-    if chunk.kind == "head":
-        return {"decode": 1}
-    if params["shapes"] == "dynamic":
-        return {"dynamic": None}
-    return {"prefill": params["prefill_len"], "decode": 1}
+# Sizes a dynamic graph is traced at before its token and slot axes are opened.
+TRACE_TOKENS, TRACE_SLOTS = 3, 5
 
 
 SAFETENSORS_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
@@ -50,19 +44,19 @@ def read_safetensors(path: Path, names: list[str]) -> dict:
     return tensors
 
 
-def _load_module(spec: ModelSpec, chunk: Chunk, source: Path, f16_safe: bool):
+def _load_module(spec: ModelSpec, chunk: dict, source: Path, f16_safe: bool):
     """Build the chunk's module and fill it with only this chunk's tensors from the safetensors files."""
     import torch
 
     family = modules_for(spec)
     with torch.device("meta"):
-        if chunk.kind == "embed":
+        if chunk["kind"] == "embed":
             module = family.Embedding(spec)
-        elif chunk.kind == "head":
+        elif chunk["kind"] == "head":
             module = family.Head(spec, f16_safe)
         else:
-            module = family.DecoderChunk(spec, chunk.first_layer, chunk.num_layers, f16_safe)
-    index = json.loads((source / "tensor_index.json").read_text())
+            module = family.DecoderChunk(spec, chunk["first_layer"], chunk["num_layers"], f16_safe)
+    index = json.loads((source / TENSOR_INDEX).read_text())
     wanted = module.weight_names()  # local name -> the HF tensors stacked along rows to make it
     tensors = {}
     for file in sorted({index[hf] for parts in wanted.values() for hf in parts}):
@@ -74,27 +68,27 @@ def _load_module(spec: ModelSpec, chunk: Chunk, source: Path, f16_safe: bool):
     return module.eval()
 
 
-def _example(spec: ModelSpec, chunk: Chunk, T: int, cache_len: int):
-    """(input names, example tensors, output names) of one variant, T new tokens over cache_len slots."""
+def _example(spec: ModelSpec, chunk: dict, tokens: int, slots: int):
+    """(input names, example tensors, output names) of one variant: `tokens` new tokens over `slots` cache slots."""
     import torch
 
-    if chunk.kind == "embed":
-        return ["input_ids"], [torch.zeros(1, T, dtype=torch.int64)], ["x"]
-    x = torch.zeros(1, T, spec.hidden_size)
-    if chunk.kind == "head":
-        return ["x"], [x], ["logits"]
-    layers = range(chunk.first_layer, chunk.first_layer + chunk.num_layers)
-    names = ["x", "position_ids"] + [f"past_{kv}.{i}" for i in layers for kv in ("key", "value")]
-    past = torch.zeros(1, spec.num_kv_heads, cache_len, spec.head_dim)
-    tensors = [x, torch.arange(T)[None]] + [past] * (2 * chunk.num_layers)
-    return names, tensors, ["x", "kv"]
+    if chunk["kind"] == "embed":
+        return [INPUT_IDS], [torch.zeros(1, tokens, dtype=torch.int64)], [HIDDEN]
+    x = torch.zeros(1, tokens, spec.hidden_size)
+    if chunk["kind"] == "head":
+        return [HIDDEN], [x], [LOGITS]
+    layers = range(chunk["first_layer"], chunk["first_layer"] + chunk["num_layers"])
+    names = [HIDDEN, POSITION_IDS] + [past_name(kv, i) for i in layers for kv in ("key", "value")]
+    past = torch.zeros(1, spec.num_kv_heads, slots, spec.head_dim)
+    tensors = [x, torch.arange(tokens)[None]] + [past] * (2 * chunk["num_layers"])
+    return names, tensors, [HIDDEN, KV]
 
 
 def _open_axes(name: str, shape, dynamic: bool) -> list[int]:
     """The input's shape, with the token axis (and a KV input's slot axis) left open (-1) when dynamic."""
     shape = list(shape)
     if dynamic:
-        shape[2 if name.startswith("past_") else 1] = -1  # past K/V [1,KV,C,hd]; the rest [1,T,...]
+        shape[2 if is_past(name) else 1] = -1  # past K/V [1,KV,C,hd]; the rest [1,T,...]
     return shape
 
 
@@ -106,20 +100,23 @@ def describe(model) -> dict:
     return {"inputs": ports(model.inputs), "outputs": ports(model.outputs)}
 
 
+def run(args):
+    export_chunk(args.input, args.params, args.out)
+
+
 def export_chunk(source: Path, params: dict, out: Path) -> dict:
     import openvino as ov
     import torch
 
     spec = spec_for(json.loads((source / "config.json").read_text()))
-    chunk = Chunk(**params["chunk"])
-    module = _load_module(spec, chunk, source, params["f16_safe"])
-    kv_type = getattr(ov.Type, params["kv_precision"])
+    chunk = params["chunk"]
+    module = _load_module(spec, chunk, source, params.get("f16_safe", False))
     variants = {}
     with atomic_dir(out) as scratch:
-        for variant, T in variant_lengths(chunk, params).items():
-            dynamic = T is None  # traced at small sizes, then the token and slot axes are left open
-            in_names, example, out_names = _example(spec, chunk, 3 if dynamic else T,
-                                                    5 if dynamic else params["max_seq_len"])
+        for variant, sizes in params["graphs"].items():
+            dynamic = sizes["tokens"] is None  # traced at small sizes, then the token and slot axes are opened
+            in_names, example, out_names = _example(spec, chunk, sizes["tokens"] or TRACE_TOKENS,
+                                                    sizes.get("slots") or TRACE_SLOTS)
             with torch.no_grad():
                 model = ov.convert_model(module, example_input=tuple(example))
             model.reshape({i: _open_axes(name, t.shape, dynamic) for i, (name, t) in
@@ -128,11 +125,14 @@ def export_chunk(source: Path, params: dict, out: Path) -> dict:
                 port.get_tensor().set_names({name})
             for port, name in zip(model.outputs, out_names):
                 port.get_tensor().set_names({name})
-            model = _set_kv_type(model, kv_type)
+            if "kv_precision" in params:
+                model = _set_kv_type(model, getattr(ov.Type, params["kv_precision"]))
             ov.save_model(model, scratch / f"{variant}.xml", compress_to_fp16=False)
             variants[variant] = {"xml": f"{variant}.xml", **describe(model)}
-        meta = {"chunk": chunk.__dict__, "kv_precision": params["kv_precision"], "variants": variants}
-        write_json(scratch / "meta.json", meta)
+        meta = {"chunk": chunk, "variants": variants}
+        if "kv_precision" in params:  # decoder chunks: the cache's element type, which the manifest records
+            meta["kv_precision"] = params["kv_precision"]
+        write_json(scratch / META, meta)
     return meta
 
 
@@ -144,8 +144,7 @@ def _set_kv_type(model, kv_type):
         return model
     ppp = ov.preprocess.PrePostProcessor(model)
     for port in model.inputs:
-        if port.get_any_name().startswith("past_"):
+        if is_past(port.get_any_name()):
             ppp.input(port.get_any_name()).tensor().set_element_type(kv_type)
-    if "kv" in {port.get_any_name() for port in model.outputs}:  # decoder chunks only
-        ppp.output("kv").tensor().set_element_type(kv_type)
+    ppp.output(KV).tensor().set_element_type(kv_type)
     return ppp.build()

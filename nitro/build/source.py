@@ -7,8 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .recipe import RecipeError, Source
-from .step import atomic_dir, write_json
+from ..artifacts import TENSOR_INDEX, TOKENIZER, atomic_dir, write_json
 
 # Everything but weights that the runtime needs (tokenizer, chat template, generation settings).
 TOKENIZER_FILES = (
@@ -22,14 +21,20 @@ TOKENIZER_FILES = (
 )
 
 
-def materialise(source: Source, out: Path, tokenizer_out: Path) -> None:
+def run(args):
+    """The `source` step: --out is the HF folder; the tokenizer goes to its sibling folder."""
+    materialise(args.params, args.out, args.out.parent / TOKENIZER)
+
+
+def materialise(source: dict, out: Path, tokenizer_out: Path) -> None:
+    """`source` is a resolved nitro.sources.Source as a dict: its kind and location."""
+    kind, location = source["kind"], source["location"]
     with atomic_dir(out) as scratch:
-        if source.kind == "gguf":
-            _from_gguf(Path(source.location), scratch)
+        if kind == "gguf":
+            _from_gguf(Path(location), scratch)
         else:
-            folder = Path(source.location) if source.kind == "hf_dir" else _download(source.location)
-            _link_folder(folder, scratch)
-        write_json(scratch / "tensor_index.json", tensor_index(scratch))
+            _link_folder(Path(location) if kind == "hf_dir" else _download(location), scratch)
+        write_json(scratch / TENSOR_INDEX, tensor_index(scratch))
         with atomic_dir(tokenizer_out) as tok:
             for name in TOKENIZER_FILES:
                 if (scratch / name).is_file():
@@ -37,9 +42,8 @@ def materialise(source: Source, out: Path, tokenizer_out: Path) -> None:
 
 
 def _link_folder(folder: Path, dest: Path) -> None:
-    """Hard-link (or copy, across file systems) the checkpoint's files; weights must be safetensors."""
-    if not any(folder.glob("*.safetensors")):
-        raise RecipeError(f"source {folder}: no *.safetensors files (convert .bin checkpoints first)")
+    """Hard-link (or copy, across file systems) the checkpoint's files (its weights are safetensors: see
+    nitro.sources)."""
     for f in folder.iterdir():
         if f.is_file() and (f.suffix in (".safetensors", ".jinja") or f.name in TOKENIZER_FILES
                             or f.name == "model.safetensors.index.json"):

@@ -35,4 +35,10 @@ def modules_for(spec: ModelSpec):
     return importlib.import_module(f".{FAMILIES[spec.family].graph_module}", __name__)
 
 
-__all__ = ["ModelSpec", "UnsupportedModel", "spec_for", "modules_for"]
+def graph_modules() -> list[str]:
+    """Every family's graph module by its full name: `modules_for` imports them by name, so no import statement
+    shows them to a reader of the code (or to nitro.build.recipe.step_code)."""
+    return sorted({f"{__name__}.{family.graph_module}" for family in FAMILIES.values()})
+
+
+__all__ = ["ModelSpec", "UnsupportedModel", "spec_for", "modules_for", "graph_modules"]

@@ -1,4 +1,5 @@
-"""Load what the build produced and run it. Reads only the manifest and the artifacts it names."""
-from .model import ArtifactError, ContextOverflow, Model, read_manifest
+"""Load what the build produced and run it. Reads only the manifest and the artifacts it names (nitro.artifacts)."""
+from ..artifacts import ArtifactError, read_manifest
+from .model import ContextOverflow, Model
 
 __all__ = ["ArtifactError", "ContextOverflow", "Model", "read_manifest"]

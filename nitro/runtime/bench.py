@@ -1,4 +1,4 @@
-"""`nitro bench ROOT`: time to first token, decode speed, load time and peak memory of a built model.
+"""What `nitro bench ROOT` measures: time to first token, decode speed, load time and peak memory of a built model.
 
 Generation is greedy on token ids with EOS ignored, so every run makes exactly `--new-tokens` tokens and
 the figures compare with other tools fed the same ids (benchmarks/compare.py runs OpenVINO GenAI and
@@ -10,21 +10,10 @@ from __future__ import annotations
 
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
-
-def add_arguments(parser):
-    parser.add_argument("root", type=Path, help="a built model: the folder holding manifest.json")
-    parser.add_argument("--prompt-len", type=int, default=128,
-                        help="prompt tokens (default 128): random ids from the vocabulary, the same on every run")
-    parser.add_argument("--prompt-ids", type=Path, metavar="JSON",
-                        help="a JSON list of prompt token ids to use instead of --prompt-len random ones")
-    parser.add_argument("--new-tokens", type=int, default=128, help="tokens generated per run (default 128)")
-    parser.add_argument("--runs", type=int, default=3, help="measured runs; figures are their median (default 3)")
-    parser.add_argument("--warmup", type=int, default=1, help="unmeasured runs first (default 1)")
-    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures to this JSON file")
+from ..artifacts import peak_rss_mb
 
 
 def prompt_ids(args, vocab_size: int) -> list[int]:
@@ -54,19 +43,11 @@ def check_counts(args):
         raise ValueError(f"--runs {args.runs} / --warmup {args.warmup}: need at least 1 run and no negative warm-up")
 
 
-def peak_rss_mb(pid="self") -> float:
-    """A process's peak resident memory: the high-water mark of its own address space (VmHWM). Not ru_maxrss,
-    which a process started by Python's subprocess (vfork, then exec) inherits from its parent's peak."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0  # the process has exited and released its memory
-
-
 def measure(tool: str, model_path, load, args, vocab_size: int) -> dict:
     """Time `load()` (modules already imported) -> generate(prompt, n), which returns (seconds to the first
     token, seconds from the first token to the last, token ids); then the generation over warm-up and
-    measured runs. Returns the figures as a dict, with the ids generated for the prompt itself."""
+    measured runs. `args` holds the options of nitro.commands.bench. Returns the figures as a dict, with the ids
+    generated for the prompt itself."""
     check_counts(args)
     prompt = prompt_ids(args, vocab_size)
     # Measured run i gets the prompt rotated by i (run 0: the prompt itself); warm-ups get rotations past those.
@@ -110,37 +91,16 @@ def summarize(samples: list[dict], new_tokens: int) -> dict:
     }
 
 
-def report(result: dict, args) -> None:
-    """Print the figures as a table and, with --json, write them."""
-    from ..build.step import write_json
-
-    r = result
-    rows = [
-        ("model", f"{r['model']} ({r['tool']})"),
-        ("tokens", f"{r['prompt_tokens']} prompt + {r['new_tokens']} new, greedy, EOS ignored"),
-        ("runs", f"median of {r['runs']} after {r['warmup']} warm-up"),
-        ("load", f"{r['load_s']:.2f} s"),
-        ("TTFT", f"{r['ttft_ms']:.1f} ms"),
-        ("decode", f"{r['decode_tokens_per_s']:.1f} tok/s"),
-        ("per output token", f"{r['tpot_ms']:.2f} ms"),
-        ("peak RSS", f"{r['peak_rss_mb']:.0f} MB"),
-    ]
-    for name, value in rows:
-        print(f"{name:<17} {value}")
-    if args.json:
-        write_json(args.json, r)
-
-
 def nitro_loader(root: Path):
     """A `measure` loader for a NITRO build: the runtime's forward pass and argmax, nothing else."""
-    from .model import Model
+    from .model import Model, check_fits
 
     def load():
         model = Model(root)
 
         def generate(prompt, new_tokens):
             model.reset()
-            model.check_fits(len(prompt) + new_tokens)
+            check_fits(len(prompt), new_tokens, model.max_seq_len)
             start = time.perf_counter()
             ids = [int(model.forward(prompt).argmax())]
             first = time.perf_counter()
@@ -151,16 +111,3 @@ def nitro_loader(root: Path):
         return generate
 
     return load
-
-
-def run(args) -> int:
-    from .model import ArtifactError, read_manifest
-
-    try:
-        manifest = read_manifest(args.root)
-        result = measure("nitro", args.root, nitro_loader(args.root), args, manifest["spec"]["vocab_size"])
-    except (ArtifactError, ValueError) as exc:  # a missing build, bad options, or a run that cannot fit
-        print(f"nitro bench: error: {exc}", file=sys.stderr)
-        return 1
-    report(result, args)
-    return 0

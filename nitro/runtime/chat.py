@@ -15,6 +15,8 @@ from .sampling import SamplingParams
 class HistoryFull(ContextOverflow):
     """The conversation plus the answer's token budget no longer fits the KV cache: reset to go on."""
 
+    hint = "reset the conversation to go on (or rebuild with a larger max_seq_len)"
+
 
 class ChatSession:
     def __init__(self, generator: Generator, system_prompt: str | None = None):
@@ -50,15 +52,8 @@ class ChatSession:
         Raises HistoryFull before anything runs when the conversation, this message and `max_new_tokens` do not
         fit the model's max_seq_len."""
         turn = [{"role": "user", "content": text}]
-        ids = self.gen.chat_ids(self.messages + turn)
-        try:
-            stream = self.gen.stream(ids, params, reuse_cache=True)
-        except ContextOverflow:
-            raise HistoryFull(
-                f"the conversation is {len(ids)} tokens with this message; with up to {params.max_new_tokens} "
-                f"new tokens it no longer fits this build's max_seq_len = {self.gen.model.max_seq_len}. "
-                "Reset the conversation to go on (or rebuild with a larger max_seq_len)"
-            ) from None
+        stream = self.gen.stream(self.gen.chat_ids(self.messages + turn), params, reuse_cache=True,
+                                 overflow=HistoryFull)
         return self._record(turn, stream)
 
     def _record(self, turn: list[dict], stream) -> Iterator[str]:

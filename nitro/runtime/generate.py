@@ -12,7 +12,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .model import ContextOverflow, Model
+from .model import ContextOverflow, Model, check_fits
 from .sampling import Sampler, SamplingParams
 
 
@@ -32,6 +32,13 @@ class Completion:
     def decode_tokens_per_s(self) -> float:
         steps = len(self.token_ids) - 1
         return steps / self.decode_s if steps > 0 and self.decode_s > 0 else 0.0
+
+    def summary(self, context: str = "") -> str:
+        """One line: prompt tokens (and how many were actually prefilled), new tokens, TTFT, decode speed."""
+        cached = self.prompt_tokens - self.prefilled_tokens
+        reused = f" ({self.prefilled_tokens} prefilled, {cached} from cache)" if cached else ""
+        return (f"[prompt {self.prompt_tokens} tokens{reused}, {len(self.token_ids)} new tokens, "
+                f"TTFT {self.ttft_s:.2f} s, decode {self.decode_tokens_per_s:.1f} tok/s{context}]")
 
 
 def load_tokenizer(folder: Path):
@@ -75,16 +82,17 @@ class Generator:
         self.context = list(prompt_ids)
         return logits, len(prompt_ids) - shared
 
-    def stream(self, prompt_ids: list[int], params: SamplingParams, reuse_cache: bool = False) -> "Stream":
+    def room(self, prompt_tokens: int) -> int:
+        """How many tokens can be generated after a prompt of this length (may be 0 or less)."""
+        return self.model.max_seq_len - prompt_tokens
+
+    def stream(self, prompt_ids: list[int], params: SamplingParams, reuse_cache: bool = False,
+               overflow: type[ContextOverflow] = ContextOverflow) -> "Stream":
+        """Check the prompt and its token budget fit, before anything runs (raising ContextOverflow, or the
+        `overflow` subclass the caller names), then return the stream that generates when iterated."""
         if not prompt_ids:
             raise ValueError("the prompt is empty: give at least one token")
-        needed = len(prompt_ids) + params.max_new_tokens
-        if needed > self.model.max_seq_len:
-            raise ContextOverflow(
-                f"prompt of {len(prompt_ids)} tokens + max_new_tokens {params.max_new_tokens} = {needed} exceeds "
-                f"this build's max_seq_len = {self.model.max_seq_len}; shorten the prompt, lower max_new_tokens, "
-                "or rebuild with a larger max_seq_len in the recipe and run snakemake again"
-            )
+        check_fits(len(prompt_ids), params.max_new_tokens, self.model.max_seq_len, overflow)
         return Stream(self, prompt_ids, params, reuse_cache)
 
     def generate(self, prompt_ids: list[int], params: SamplingParams, reuse_cache: bool = False) -> Completion:

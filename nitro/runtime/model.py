@@ -14,30 +14,36 @@ call, never bound: not every device plugin writes into a caller's output tensor 
 """
 from __future__ import annotations
 
-import json
 import mmap
 from pathlib import Path
 
 import numpy as np
 import openvino as ov
+from tqdm import tqdm
+
+from ..artifacts import (DECODE, DYNAMIC, INPUT_IDS, KV, POSITION_IDS, PREFILL, ArtifactError, Manifest,
+                         past_name, read_manifest)
 
 # KV precision -> (numpy storage dtype, OpenVINO element type); numpy has no bf16, so it is stored as uint16.
 KV_TYPES = {"f32": (np.float32, ov.Type.f32), "f16": (np.float16, ov.Type.f16), "bf16": (np.uint16, ov.Type.bf16)}
 
 
 class ContextOverflow(ValueError):
-    """The sequence would not fit in the KV cache the model was built with."""
+    """The sequence would not fit in the KV cache the model was built with. Every caller (the runtime, the
+    commands, the chat, the server) raises this one check's message, with the hint that fits its user."""
+
+    hint = ("shorten the input, ask for fewer new tokens, or rebuild with a larger max_seq_len in the recipe "
+            "and run snakemake again")
+
+    def __init__(self, input_tokens: int, new_tokens: int, max_seq_len: int):
+        self.input_tokens, self.new_tokens, self.max_seq_len = input_tokens, new_tokens, max_seq_len
+        super().__init__(f"{input_tokens} tokens of input + {new_tokens} new tokens = {input_tokens + new_tokens} "
+                         f"exceeds this build's max_seq_len = {max_seq_len}; {self.hint}")
 
 
-class ArtifactError(RuntimeError):
-    """The built artifacts are missing or were built by another OpenVINO version or for another device."""
-
-
-def read_manifest(root: Path) -> dict:
-    path = Path(root) / "manifest.json"
-    if not path.is_file():
-        raise ArtifactError(f"{path} not found: build the model first (snakemake --cores 2)")
-    return json.loads(path.read_text())
+def check_fits(input_tokens: int, new_tokens: int, max_seq_len: int, overflow=ContextOverflow):
+    if input_tokens + new_tokens > max_seq_len:
+        raise overflow(input_tokens, new_tokens, max_seq_len)
 
 
 def _shared(array: np.ndarray, ov_type=None) -> ov.Tensor:
@@ -76,7 +82,9 @@ def _layers(chunk: dict) -> range:
 class Model:
     """A built model loaded for inference on one sequence (batch 1)."""
 
-    def __init__(self, root: Path, manifest: dict | None = None, progress=None):
+    def __init__(self, root: Path, manifest: Manifest | None = None, progress: bool = False):
+        """Load the build in `root` (its manifest, unless given); `progress` shows a bar over the chunks on a
+        terminal."""
         self.root = Path(root)
         self.manifest = manifest or read_manifest(self.root)
         m = self.manifest
@@ -86,7 +94,7 @@ class Model:
         self.device = m["device"]["device"]
         self.core = ov.Core()
         chunks = m["chunks"]
-        steps = progress(chunks) if progress else chunks
+        steps = tqdm(chunks, desc=f"loading {self.root}", unit="chunk", leave=False, disable=not progress or None)
         self.requests = {}  # (chunk name, variant) -> InferRequest
         self._mapped = []  # the blobs' memory maps, which must outlive the compiled models pointing into them
         for chunk in steps:
@@ -94,13 +102,13 @@ class Model:
                 self.requests[chunk["name"], variant] = self._load(info["blob"])
         self.embed, self.head = chunks[0]["name"], chunks[-1]["name"]
         self.decoders = [c for c in chunks if c["kind"] == "decoder"]
-        self.dynamic = "dynamic" in self.decoders[0]["variants"]
+        self.dynamic = DYNAMIC in self.decoders[0]["variants"]
         self.kv_dtype, self.kv_type = KV_TYPES[m["kv_precision"]]
         self.cache, self.capacity = {}, 0  # decoder chunk name -> [2*layers,KV,capacity,hd]
         self._no_past = np.zeros((1, self.spec["num_kv_heads"], 1, self.spec["head_dim"]), self.kv_dtype)
         self._reserve(1)
         self.head_in = np.zeros((1, 1, self.spec["hidden_size"]), np.float32)
-        self.requests[self.head, "decode"].set_input_tensor(0, _shared(self.head_in))
+        self.requests[self.head, DECODE].set_input_tensor(0, _shared(self.head_in))
         self._bound = {}  # variant -> its input buffers (see _inputs)
         self.position = 0
 
@@ -155,24 +163,24 @@ class Model:
             for kind, row in (("key", 2 * j), ("value", 2 * j + 1)):
                 buffer = self._no_past if first_call else cache[row:row + 1]
                 for variant in chunk["variants"]:
-                    self.requests[chunk["name"], variant].set_tensor(f"past_{kind}.{layer}",
+                    self.requests[chunk["name"], variant].set_tensor(past_name(kind, layer),
                                                                      _shared(buffer, self.kv_type))
 
     def _inputs(self, variant: str, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The ids [1,T], positions [1,T] and hidden-state [1,T,D] buffers bound to the variant's graphs, where
         T is the graph's token count (static) or n (dynamic). They are bound when T changes, not every call:
         rebinding a graph's inputs costs the CPU plugin more than the copies into bound buffers do."""
-        T = n if self.dynamic else 1 if variant == "decode" else self.prefill_len
+        T = n if self.dynamic else 1 if variant == DECODE else self.prefill_len
         bound = self._bound.get(variant)
         if bound is None or bound[0].shape[1] != T:
             bound = (np.zeros((1, T), np.int64), np.zeros((1, T), np.int64),
                      np.zeros((1, T, self.spec["hidden_size"]), np.float32))
             ids, positions, hidden = bound
-            self.requests[self.embed, variant].set_tensor("input_ids", _shared(ids))
+            self.requests[self.embed, variant].set_tensor(INPUT_IDS, _shared(ids))
             for chunk in self.decoders:
                 req = self.requests[chunk["name"], variant]
                 req.set_input_tensor(0, _shared(hidden))
-                req.set_tensor("position_ids", _shared(positions))
+                req.set_tensor(POSITION_IDS, _shared(positions))
             self._bound[variant] = bound
         return bound
 
@@ -186,19 +194,11 @@ class Model:
             raise ValueError(f"cannot rewind to {position}: {self.position} tokens are cached")
         self.position = position
 
-    def check_fits(self, new_tokens: int):
-        if self.position + new_tokens > self.max_seq_len:
-            raise ContextOverflow(
-                f"{self.position} tokens in context + {new_tokens} new = {self.position + new_tokens} exceeds "
-                f"this build's max_seq_len = {self.max_seq_len}; rebuild with a larger max_seq_len in the recipe "
-                "(e.g. max_seq_len: 4096) and run snakemake again"
-            )
-
     def _run(self, ids: np.ndarray) -> np.ndarray:
         """Run `len(ids)` (≤ prefill_len) tokens at the current position; returns their hidden states [n,D]."""
         n, pos = len(ids), self.position
         self._reserve(pos + n)
-        variant = "dynamic" if self.dynamic else "decode" if n == 1 else "prefill"
+        variant = DYNAMIC if self.dynamic else DECODE if n == 1 else PREFILL
         id_buffer, positions, hidden = self._inputs(variant, n)
         id_buffer[0, :n] = ids
         id_buffer[0, n:] = 0
@@ -216,21 +216,21 @@ class Model:
             if first:
                 self._bind_past(chunk)
             # bf16 rows come back as a float16 view of the same bits; the cache stores them as uint16
-            self.cache[chunk["name"]][:, :, pos:pos + n] = req.get_tensor("kv").data[:, :, :n].view(self.kv_dtype)
+            self.cache[chunk["name"]][:, :, pos:pos + n] = req.get_tensor(KV).data[:, :, :n].view(self.kv_dtype)
             out = req.get_output_tensor(0)
         self.position = pos + n
         return out.data[0, :n]
 
     def _logits(self, hidden_row: np.ndarray) -> np.ndarray:
         self.head_in[0, 0] = hidden_row
-        head = self.requests[self.head, "decode"]
+        head = self.requests[self.head, DECODE]
         head.infer()
         return head.get_output_tensor(0).data[0, 0]
 
     def forward(self, ids, all_logits: bool = False) -> np.ndarray:
         """Append tokens to the sequence. Returns the last token's logits [V], or every token's [n, V]."""
         ids = np.asarray(ids, dtype=np.int64)
-        self.check_fits(len(ids))
+        check_fits(self.position, len(ids), self.max_seq_len)
         rows = []
         if len(ids) == 1:
             hidden = [self._run(ids)]

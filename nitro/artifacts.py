@@ -1,0 +1,185 @@
+"""The contract between the build and the runtime, in one place: the folders of a built model, the names of its
+graphs' inputs and outputs, the manifest that ties them together, and how every file is written.
+
+The build (nitro/build/, run by the Snakemake rules) writes through this module and the runtime (nitro/runtime/,
+nitro/serve/) reads through it; neither imports the other. A built model is a folder `results/<name>/`:
+
+    manifest.json            what the runtime loads: the Manifest below
+    tokenizer/               tokenizer, chat template and generation config (read by the runtime)
+    compiled/<chunk>/        one compiled blob per graph variant + meta.json (read by the runtime)
+    compressed/<chunk>/      NNCF-compressed IR + meta.json (what `compiled/` is compiled from)
+    export/<chunk>/          uncompressed IR + meta.json
+    source/                  the checkpoint as a Hugging Face folder + tensor_index.json
+    logs/                    every step's wall time and peak RSS: source.json, <stage>/<chunk>.json, assemble.json
+
+Chunks are `embed`, `decoder_0`..`decoder_N` and `head`. Their graphs (variants) are `prefill` and `decode` in a
+static build, one `dynamic` graph in a dynamic one; the head has only `decode`.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import resource
+import shutil
+import uuid
+from pathlib import Path
+from typing import TypedDict
+
+MANIFEST = "manifest.json"
+META = "meta.json"  # a chunk folder's own description (chunk, variants, compression, device)
+
+# Stage folders of a built model, in the order the workflow writes them.
+SOURCE, EXPORT, COMPRESSED, COMPILED = "source", "export", "compressed", "compiled"
+TOKENIZER, LOGS = "tokenizer", "logs"
+TENSOR_INDEX = "tensor_index.json"  # in SOURCE: tensor name -> safetensors file holding it
+
+# Graph variants.
+PREFILL, DECODE, DYNAMIC = "prefill", "decode", "dynamic"
+
+# Graph inputs and outputs. Embedding: INPUT_IDS [1,T] -> HIDDEN [1,T,D]. Decoder chunk: HIDDEN, POSITION_IDS [1,T]
+# and past_name(kind, layer) [1,KV,slots,hd] per layer -> HIDDEN and KV [2*layers,KV,T,hd] (layer j's new keys at
+# 2j, its values at 2j+1). Head: HIDDEN [1,1,D] -> LOGITS [1,1,V].
+INPUT_IDS, HIDDEN, POSITION_IDS, KV, LOGITS = "input_ids", "x", "position_ids", "kv", "logits"
+
+
+def past_name(kind: str, layer: int) -> str:
+    """A decoder chunk's cache input for layer `layer`'s keys (kind "key") or values ("value")."""
+    return f"past_{kind}.{layer}"
+
+
+def is_past(name: str) -> bool:
+    return name.startswith("past_")
+
+
+def chunk_file(stage: str, chunk: str, name: str) -> str:
+    """A file of a chunk's stage folder, relative to the model's folder (as the manifest names files)."""
+    return f"{stage}/{chunk}/{name}"
+
+
+# The steps run once per chunk, in order; their logs and the source's are the manifest's `steps`.
+CHUNK_STEPS = ("export", "compress", "compile")
+
+
+def log_file(step: str, chunk: str | None = None) -> str:
+    """A step's log, relative to the model's folder."""
+    return f"{LOGS}/{step}.json" if chunk is None else f"{LOGS}/{step}/{chunk}.json"
+
+
+class Port(TypedDict):
+    shape: list[int]  # -1 where the axis is open (dynamic graphs)
+    type: str  # OpenVINO element type name, e.g. "f32", "i64"
+
+
+class Variant(TypedDict):
+    blob: str  # the compiled graph, relative to the model's folder
+    xml: str  # the compressed IR it was compiled from
+    inputs: dict[str, Port]
+    outputs: dict[str, Port]
+    compile_s: float
+
+
+class Chunk(TypedDict):
+    name: str
+    kind: str  # "embed" | "decoder" | "head"
+    first_layer: int
+    num_layers: int
+    compression: dict  # the NNCF settings it was compressed with
+    variants: dict[str, Variant]
+
+
+class Manifest(TypedDict):
+    """manifest.json: everything the runtime needs besides the files it names."""
+
+    name: str  # the model's name in the recipe
+    family: str  # "llama" | "qwen2"
+    spec: dict  # nitro.models.ModelSpec as a dict: vocab_size, hidden_size, num_kv_heads, head_dim, ...
+    settings: dict  # the recipe as validated, defaults filled in
+    source: dict  # the resolved source: kind, location
+    max_seq_len: int  # KV cache slots
+    prefill_len: int  # tokens per prefill call
+    shapes: str  # "static" | "dynamic"
+    device: dict  # {"device": "CPU", "properties": {...}}: how every blob was compiled and is imported
+    kv_precision: str  # "f32" | "f16" | "bf16": the cache's element type at the graph boundary
+    tokenizer: str  # the tokenizer folder, relative to the model's folder
+    eos_token_ids: list[int]
+    chunks: list[Chunk]  # in execution order: embed, decoders, head
+    files: dict[str, str]  # every file the manifest names (and the IR behind each blob) -> sha256
+    versions: dict[str, str | None]  # package versions that built it; blobs load only on the same OpenVINO
+    steps: list[dict]  # every step's log: step, chunk, wall_s, peak_rss_mb, mem_mb (declared)
+    smoke: dict  # the final load: input_ids, argmax, load_s, peak_rss_mb
+
+
+class ArtifactError(RuntimeError):
+    """The built artifacts are missing, or cannot be loaded here."""
+
+
+def read_manifest(root: Path) -> Manifest:
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        raise ArtifactError(f"{path} not found: build the model first (snakemake --cores 2)")
+    return json.loads(path.read_text())
+
+
+def write_manifest(root: Path, manifest: Manifest) -> None:
+    write_json(Path(root) / MANIFEST, manifest)
+
+
+def _scratch(path: Path) -> Path:
+    """A unique hidden name beside `path` for it to be written under first. Created with open(..., "x") or mkdir,
+    it gets the mode the umask gives (mkstemp and mkdtemp would make it private, 0600/0700, and so the output),
+    so a model one user builds can be loaded or served by another."""
+    return path.parent / f".{path.name}.{uuid.uuid4().hex}.partial"
+
+
+def write_json(path: Path, data) -> None:
+    """Write JSON atomically: a reader (or a rerun after a kill) never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _scratch(path)
+    with open(tmp, "x") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path):
+    """Yield a scratch folder beside `final` that becomes `final` only if the block completes."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{final.name}.*.partial"):  # left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
+    scratch = _scratch(final)
+    scratch.mkdir()
+    try:
+        yield scratch
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(scratch, final)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def peak_rss_mb(pid: int | str = "self") -> float:
+    """A process's peak resident memory: the kernel's high-water mark of its own address space (VmHWM). Not
+    getrusage's ru_maxrss, which a process started by fork and exec (a Snakemake job, a subprocess) inherits from
+    its parent's peak. 0 for a process that has exited; ru_maxrss for this process where there is no /proc."""
+    status = Path(f"/proc/{pid}/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return 0.0  # a zombie: exited, memory released
+    if pid == "self":
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return 0.0

@@ -1,0 +1,11 @@
+"""The build steps the Snakemake rules run, one process per job: `python -m nitro.build STEP ...` (see __main__)
+calls the `run(args)` of the step's module. Each step reads its inputs' files and writes its outputs atomically
+through nitro.artifacts; nitro/build/recipe.py says what each step is given."""
+
+STEPS = {
+    "source": "nitro.build.source",  # the checkpoint as a Hugging Face folder, and its tokenizer
+    "export": "nitro.build.export",  # one chunk to OpenVINO IR
+    "compress": "nitro.build.compress",  # one chunk's weights compressed with NNCF
+    "compile": "nitro.build.compile",  # one chunk compiled for the device: its blobs
+    "assemble": "nitro.build.assemble",  # every chunk loaded together, a smoke inference, the manifest
+}

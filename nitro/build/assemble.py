@@ -1,0 +1,84 @@
+"""Stage 5: load every chunk together from the compiled blobs, run one smoke inference, write manifest.json."""
+from __future__ import annotations
+
+import json
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from ..artifacts import (CHUNK_STEPS, COMPILED, COMPRESSED, META, TOKENIZER, Manifest, chunk_file, log_file,
+                         peak_rss_mb, sha256, write_manifest)
+
+VERSIONED = ("openvino", "nncf", "torch", "transformers", "snakemake", "nitro")
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _eos_ids(tokenizer_dir: Path) -> list[int]:
+    """Every EOS id the model's generation config names (plus the config's own)."""
+    ids = []
+    for name in ("generation_config.json", "config.json"):
+        path = tokenizer_dir / name
+        if path.is_file():
+            eos = json.loads(path.read_text()).get("eos_token_id")
+            ids += eos if isinstance(eos, list) else [eos] if eos is not None else []
+    return sorted(set(ids))
+
+
+def build_manifest(root: Path, header: dict, chunk_names: list[str]) -> Manifest:
+    """The manifest the runtime loads: the recipe's header, then what the chunks' folders hold (graphs' inputs and
+    outputs, compression, device), the files' hashes, the package versions and every step's log."""
+    chunks, files, kv_precisions = [], {}, set()
+    for name in chunk_names:
+        meta = json.loads((root / chunk_file(COMPILED, name, META)).read_text())
+        variants = {}
+        for variant, info in meta["variants"].items():
+            blob, xml = chunk_file(COMPILED, name, info["blob"]), chunk_file(COMPRESSED, name, info["xml"])
+            for rel in (blob, xml, xml.replace(".xml", ".bin")):
+                files[rel] = sha256(root / rel)
+            variants[variant] = {**info, "blob": blob, "xml": xml}
+        chunks.append({**meta["chunk"], "name": name, "compression": meta["compression"], "variants": variants})
+        if "kv_precision" in meta:
+            kv_precisions.add(meta["kv_precision"])
+    logs = [log_file("source")] + [log_file(step, name) for step in CHUNK_STEPS for name in chunk_names]
+    return {
+        **header,
+        "kv_precision": kv_precisions.pop(),
+        "tokenizer": TOKENIZER,
+        "eos_token_ids": _eos_ids(root / TOKENIZER),
+        "chunks": chunks,
+        "files": files,
+        "versions": {p: _version(p) for p in VERSIONED},
+        "steps": [json.loads((root / log).read_text()) for log in logs],
+    }
+
+
+def run(args):
+    """The `assemble` step: --out is the manifest, in the model's folder."""
+    assemble(args.out.parent, args.params)
+
+
+def assemble(root: Path, params: dict) -> Manifest:
+    """Load every chunk together from its blob as the runtime does, run one smoke inference, write the manifest."""
+    from ..runtime import Model
+
+    manifest = build_manifest(root, params["header"], params["chunks"])
+    start = time.perf_counter()
+    model = Model(root, manifest)
+    load_s = time.perf_counter() - start
+    smoke_ids = [1, 2, 3]
+    logits = model.forward(smoke_ids)
+    model.reset()
+    if logits.shape != (manifest["spec"]["vocab_size"],) or not np.isfinite(logits).all():
+        raise RuntimeError(f"smoke inference gave unusable logits of shape {logits.shape}")
+    manifest["smoke"] = {"input_ids": smoke_ids, "argmax": int(logits.argmax()), "load_s": round(load_s, 3),
+                         "peak_rss_mb": round(peak_rss_mb(), 1)}
+    write_manifest(root, manifest)
+    return manifest

