@@ -218,9 +218,9 @@ def _same_source(pretrained_model: str, manifest: dict) -> bool:
         return False
 
 
-def workflow_command(workdir: Path, recipe: Path | None, cores: int) -> list[str]:
+def workflow_command(workdir: Path, recipe: Path | None, cores: int, snakefile: Path = SNAKEFILE) -> list[str]:
     """The command that runs this checkout's workflow in `workdir` on `recipe` (None: the shipped default)."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir), "--cores", str(cores)]
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--directory", str(workdir), "--cores", str(cores)]
     return cmd + (["--configfile", str(recipe)] if recipe else [])
 
 

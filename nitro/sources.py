@@ -45,9 +45,6 @@ class Source:
         if path.is_dir():
             if not (path / "config.json").is_file():
                 raise SourceError(f"source {text!r}: folder has no config.json (not a Hugging Face checkpoint)")
-            if not any(path.glob("*.safetensors")):
-                raise SourceError(f"source {text!r}: folder has no *.safetensors files (convert .bin checkpoints "
-                                  "to safetensors first)")
             return cls("hf_dir", str(path.resolve()))
         if path.exists():
             raise SourceError(f"source {text!r}: expected a Hugging Face folder or a .gguf file")
@@ -57,6 +54,13 @@ class Source:
             f"source {text!r} not found: it is not a local folder, a .gguf file, "
             "a pkg:DIST/FILE reference or a hub id (org/name)"
         )
+
+    def check_weights(self):
+        """A Hugging Face folder's weights must be safetensors (checked once the architecture is known to be
+        supported, which matters more)."""
+        if self.kind == "hf_dir" and not any(Path(self.location).glob("*.safetensors")):
+            raise SourceError(f"source {self.location!r}: folder has no *.safetensors files (convert .bin "
+                              "checkpoints to safetensors first)")
 
     def files(self) -> list[str]:
         """Local files the source is read from: a change to any of them makes the source stale."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
@@ -106,19 +105,21 @@ def _eos_tokens(family: str) -> list[str]:
     return ["<|im_end|>", "<|endoftext|>"]
 
 
-def snakemake(workdir: Path, recipe: dict | None, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run this checkout's workflow in `workdir` on `recipe` (written to workdir/recipe.yaml; None: the shipped
-    default recipe), its output captured; with `check`, a failure raises with the end of its log."""
+def snakemake(workdir: Path, recipe: dict | None, *args: str, check: bool = True,
+              snakefile: Path | None = None) -> subprocess.CompletedProcess:
+    """Run this checkout's workflow (or the one of `snakefile`) in `workdir` on `recipe` (written to
+    workdir/recipe.yaml; None: the shipped default recipe), its output captured; with `check`, a failure raises
+    with the end of its log."""
     import yaml
 
-    from .pipeline import workflow_command
+    from .pipeline import SNAKEFILE, workflow_command
 
     workdir.mkdir(parents=True, exist_ok=True)
     configfile = None
     if recipe is not None:
         configfile = workdir / "recipe.yaml"
         configfile.write_text(yaml.safe_dump(recipe))
-    cmd = workflow_command(workdir, configfile, cores=2) + list(args)
+    cmd = workflow_command(workdir, configfile, cores=2, snakefile=snakefile or SNAKEFILE) + list(args)
     result = subprocess.run(cmd, capture_output=True, text=True)
     for _ in range(90):  # another process builds in the same folder (a shared NITRO_TEST_CACHE): wait for it
         if "LockException" not in result.stderr:

@@ -115,7 +115,7 @@ def test_repl_offers_a_reset_when_history_is_full(tiny_llama, monkeypatch, capsy
     monkeypatch.setattr(sys, "stdin", io.StringIO("Hello there\nTell me more\ny\n/stats\n"))
     repl(ChatSession(tiny_llama), params)
     err = capsys.readouterr().err
-    assert "no longer fits this build's max_seq_len = 96" in err
+    assert "exceeds this build's max_seq_len = 96; reset the conversation" in err
     assert "reset the conversation and send this message again? [y/N]" in err
     assert ", 1 exchanges] last answer: [prompt" in err
 

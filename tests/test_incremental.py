@@ -1,14 +1,16 @@
 """Incremental builds, checked through Snakemake itself: what reruns after a change, and after a kill."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import yaml
@@ -27,17 +29,45 @@ def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
     return counts
 
 
+WORKFLOW = ("Snakefile", "rules", "workflow", "config", "profiles", "nitro")
+
+
+@dataclass
+class Build:
+    """A build made by a copy of the workflow and the package, which a test may edit."""
+
+    work: Path
+    code: Path
+    recipe: dict
+
+    def snakemake(self, recipe: dict | None = None, *args: str) -> subprocess.CompletedProcess:
+        return snakemake(self.work, recipe or self.recipe, *args, snakefile=self.code / "Snakefile")
+
+    def planned_jobs(self, recipe: dict | None = None) -> dict[str, int]:
+        return planned_jobs(self.snakemake(recipe, "--dry-run"))
+
+
 @pytest.fixture(scope="module")
-def incremental_build(tmp_path_factory, tiny_sources):
+def incremental_build(tmp_path_factory, tiny_sources) -> Build:
+    """A tiny Llama built by a copy of the workflow and the package (in the build's folder), so that a test can
+    edit the code a step runs. (Snakemake compares an input's content, not only its time: touching a file is
+    not an edit.)"""
     work = build_dir(tmp_path_factory, "incremental")
+    (work / "code").mkdir(exist_ok=True)
+    for part in WORKFLOW:
+        if (REPO / part).is_dir():
+            shutil.copytree(REPO / part, work / "code" / part, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(REPO / part, work / "code" / part)
     recipe = {"models": {"m": tiny_recipe(tiny_sources["llama"], compression={"mode": "INT8_ASYM"})}}
-    snakemake(work, recipe)
-    return work, recipe
+    build = Build(work, work / "code", recipe)
+    build.snakemake()
+    return build
 
 
 def test_second_run_does_nothing(incremental_build):
-    work, recipe = incremental_build
-    result = snakemake(work, recipe, "--dry-run")
+    result = incremental_build.snakemake(None, "--dry-run")
     assert "Nothing to be done" in result.stdout + result.stderr
     assert planned_jobs(result) == {}
 
@@ -49,31 +79,31 @@ def changed_recipe(recipe: dict, model: str = "m", **settings) -> dict:
 
 
 def test_one_chunk_compression_change_reruns_only_that_chunk(incremental_build):
-    work, recipe = incremental_build
-    changed = changed_recipe(recipe, compression={"mode": "INT8_ASYM", "chunks": {"decoder_1": {"mode": "INT8_SYM"}}})
-    assert planned_jobs(snakemake(work, changed, "--dry-run")) == {
-        "compress_chunk": 1, "compile_chunk": 1, "assemble": 1, "all": 1}
-    before = {p: p.stat().st_mtime_ns for p in (work / "results/m").rglob("*.xml")}
-    snakemake(work, changed)
-    rewritten = {p.relative_to(work / "results/m").parts[:2] for p, t in before.items()
+    build, root = incremental_build, incremental_build.work / "results/m"
+    changed = changed_recipe(build.recipe, compression={"mode": "INT8_ASYM",
+                                                        "chunks": {"decoder_1": {"mode": "INT8_SYM"}}})
+    assert build.planned_jobs(changed) == {"compress_chunk": 1, "compile_chunk": 1, "assemble": 1, "all": 1}
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*.xml")}
+    build.snakemake(changed)
+    rewritten = {p.relative_to(root).parts[:2] for p, t in before.items()
                  if not p.exists() or p.stat().st_mtime_ns != t}
     assert rewritten == {("compressed", "decoder_1")}
-    manifest = json.loads((work / "results/m/manifest.json").read_text())
+    manifest = json.loads((root / "manifest.json").read_text())
     modes = {c["name"]: c["compression"]["mode"] for c in manifest["chunks"]}
     assert modes == {"embed": "INT8_ASYM", "decoder_0": "INT8_ASYM", "decoder_1": "INT8_SYM", "head": "INT8_ASYM"}
-    snakemake(work, recipe)  # back to the module's recipe for the other tests
+    build.snakemake()  # back to the module's recipe for the other tests
 
 
 def test_context_length_change_on_a_dynamic_build_reruns_only_the_assembly(incremental_build):
     """Dynamic graphs take any number of tokens and cache slots: max_seq_len and prefill_len are read by the
     runtime alone, through the manifest."""
-    work, recipe = incremental_build
-    changed = changed_recipe(recipe, max_seq_len=128, prefill_len=8)
-    assert planned_jobs(snakemake(work, changed, "--dry-run")) == {"assemble": 1, "all": 1}
-    snakemake(work, changed)
-    manifest = json.loads((work / "results/m/manifest.json").read_text())
+    build = incremental_build
+    changed = changed_recipe(build.recipe, max_seq_len=128, prefill_len=8)
+    assert build.planned_jobs(changed) == {"assemble": 1, "all": 1}
+    build.snakemake(changed)
+    manifest = json.loads((build.work / "results/m/manifest.json").read_text())
     assert (manifest["max_seq_len"], manifest["prefill_len"]) == (128, 8)
-    snakemake(work, recipe)
+    build.snakemake()
 
 
 def test_context_length_change_on_a_static_build_reruns_what_reads_it(tiny_builds):
@@ -92,18 +122,6 @@ def test_context_length_change_on_a_static_build_reruns_what_reads_it(tiny_build
         "all": 1}
 
 
-@contextlib.contextmanager
-def edited(relative: str):
-    """The package file as if just edited (its modification time now), restored afterwards."""
-    path = REPO / relative
-    before = path.stat()
-    os.utime(path)
-    try:
-        yield
-    finally:
-        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
-
-
 EVERY_CHUNK = {"export_chunk": 4, "compress_chunk": 4, "compile_chunk": 4, "assemble": 1, "all": 1}
 
 
@@ -118,9 +136,13 @@ EVERY_CHUNK = {"export_chunk": 4, "compress_chunk": 4, "compile_chunk": 4, "asse
     ("nitro/serve/app.py", {}),
 ])
 def test_editing_a_module_reruns_the_steps_that_import_it(incremental_build, module, jobs):
-    work, recipe = incremental_build
-    with edited(module):
-        assert planned_jobs(snakemake(work, recipe, "--dry-run")) == jobs
+    path = incremental_build.code / module
+    original = path.read_bytes()
+    path.write_bytes(original + b"\n# an edit\n")
+    try:
+        assert incremental_build.planned_jobs() == jobs
+    finally:
+        path.write_bytes(original)
 
 
 def test_killed_build_resumes_without_corrupt_artifacts(tmp_path, tiny_sources):

@@ -100,8 +100,9 @@ def test_vocabulary_in_blocks_matches_transformers(family, tiny_builds, tiny_sou
     assert len(VocabTable(vocab, hidden).blocks) == 4
     graphs = {}
     for kind in ("embed", "head"):
-        params = {"chunk": {"name": kind, "kind": kind, "first_layer": 0, "num_layers": 0}, "max_seq_len": 96,
-                  "prefill_len": 16, "kv_precision": "f32", "shapes": "dynamic", "f16_safe": False}
+        params = {"chunk": {"name": kind, "kind": kind, "first_layer": 0, "num_layers": 0},
+                  "graphs": {"dynamic" if kind == "embed" else "decode": {"tokens": None if kind == "embed" else 1}},
+                  "f16_safe": False}
         meta = export_chunk(tiny_builds[f"{family}_f32"] / "source", params, tmp_path / kind)
         xml = tmp_path / kind / next(iter(meta["variants"].values()))["xml"]
         graphs[kind] = ov.Core().compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
@@ -153,11 +154,14 @@ def test_smollm2_int8_teacher_forced_agreement(smollm2_builds):
 def test_npu_build_matches_cpu_greedy(smollm2_builds):
     """The NPU build (static shapes, compiled by the NPU plugin's NPUW path onto the CPU, computing in f16 as an
     NPU does) runs every chunk and picks the CPU build's greedy tokens. Fed the CPU's greedy continuation, it
-    must choose the same token at every position except near-ties, where f16 rounding (~0.04 in the logits
-    here) may swap the top two."""
+    must choose the same token at every position except near-ties, where rounding may swap the top two: f16 on
+    the NPU (~0.04 in the logits here) and, on a CPU that computes in bf16 by default (AVX-512 bf16, AMX), bf16
+    on the CPU (logits off by ~4 % over the 30 layers, ties within ~0.4)."""
     npu = Model(smollm2_builds["smollm2_npu"])
     cpu = Model(smollm2_builds["smollm2"])
     assert npu.device == "NPU" and npu.manifest["device"]["properties"]["NPUW_DEVICES"] == "CPU"
+    f32 = cpu.manifest["kv_precision"] == "f32"  # the CPU build computes in f32, or in bf16
+    bound, tie = (5e-3, 0.05) if f32 else (6e-2, 0.5)
     gen = Generator(cpu)
     positions = ties = 0
     for prompt in PROMPTS:
@@ -167,9 +171,9 @@ def test_npu_build_matches_cpu_greedy(smollm2_builds):
         npu.reset()
         ours = npu.forward(ids + greedy, all_logits=True)[len(ids) - 1:-1]
         theirs = cpu.forward(ids + greedy, all_logits=True)[len(ids) - 1:-1]
-        assert relative_error(ours, theirs) < 5e-3, prompt
+        assert relative_error(ours, theirs) < bound, prompt
         top2 = np.sort(theirs, axis=-1)[:, -2:]
-        near_tie = top2[:, 1] - top2[:, 0] < 0.05
+        near_tie = top2[:, 1] - top2[:, 0] < tie
         agree = ours.argmax(-1) == np.asarray(greedy)
         assert (agree | near_tie).all(), prompt
         positions += len(greedy)

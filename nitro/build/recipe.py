@@ -69,6 +69,7 @@ class Recipe:
         self.settings = settings
         self.source = Source.resolve(settings["source"], base)
         self.spec = spec_for(self.source.hf_config())
+        self.source.check_weights()
         self.chunks = chunk_plan(self.spec.num_layers, self._chunk_size())
         self._check()
 
