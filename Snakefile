@@ -2,6 +2,7 @@
 # and manifest.json). The stages live in rules/*.smk; what they run lives in the nitro package.
 import os
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -13,7 +14,13 @@ if "models" not in config:
     configfile: os.path.join(workflow.basedir, "config/config.yaml")
 
 
-validate(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))
+SCHEMA = os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml")
+try:
+    validate(config, SCHEMA)  # fills in the schema's defaults
+except WorkflowError:
+    from nitro.build.recipe import config_error
+
+    raise WorkflowError(config_error(config, SCHEMA)) from None
 
 
 include: "rules/common.smk"

@@ -49,6 +49,10 @@ class Source:
         if path.exists():
             raise SourceError(f"source {text!r}: expected a Hugging Face folder or a .gguf file")
         if text.count("/") == 1 and not text.startswith((".", "/", "~")):
+            unreachable = _hub_unreachable()
+            if unreachable:
+                raise SourceError(f"source {text!r}: no such folder or file ({path.resolve()}), and it cannot be "
+                                  f"tried as a hub id: {unreachable}")
             return cls("hub", text)
         raise SourceError(
             f"source {text!r} not found: it is not a local folder, a .gguf file, "
@@ -81,8 +85,10 @@ class Source:
             from huggingface_hub import hf_hub_download
 
             return json.loads(Path(hf_hub_download(self.location, "config.json")).read_text())
-        except Exception as exc:  # offline, unknown repo, gated repo ...
-            raise SourceError(f"source {self.location!r}: cannot fetch config.json from the hub ({exc})") from None
+        except Exception as exc:  # unknown repo, gated repo, network trouble ...
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SourceError(f"source {self.location!r}: no such folder or file ({Path(self.location).resolve()}), "
+                              f"and as a hub id its config.json cannot be fetched: {first_line}") from None
 
 
 def gguf_config(path: Path) -> dict:
@@ -118,3 +124,20 @@ def gguf_config(path: Path) -> dict:
         "max_position_embeddings": field(f"{arch}.context_length"),
         "tie_word_embeddings": "output.weight" not in tensor_names,
     }
+
+
+def _hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be asked for a model right now, or None: HF_HUB_OFFLINE, or no connection
+    to its host within 3 s (the hub client itself retries for ~25 s before it gives up)."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+        return "HF_HUB_OFFLINE is set"
+    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+    except OSError as exc:
+        return f"the hub ({host}) is not reachable from here ({exc.strerror or exc})"
+    return None

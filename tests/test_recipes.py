@@ -41,7 +41,7 @@ def test_chunk_size_out_of_range(tmp_path, tiny_sources, size):
 
 def test_unknown_compression_mode(tmp_path, tiny_sources):
     recipe = tiny_recipe(tiny_sources["llama"], compression={"mode": "INT3"})
-    fails_with(tmp_path, recipe, "'INT3' is not one of", "INT8_ASYM", "['compression']['mode']")
+    fails_with(tmp_path, recipe, "recipe.models.bad.compression.mode: 'INT3' is not one of", "INT8_ASYM")
 
 
 def test_unknown_chunk_in_compression_override(tmp_path, tiny_sources):

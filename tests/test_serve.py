@@ -2,6 +2,7 @@
 against the runtime run directly on the same prompts and settings."""
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
@@ -226,6 +227,10 @@ BAD_REQUESTS = {
                                "messages:"),
     "unknown model": ("chat/completions", {**CHAT, "model": "gpt-4o"}, 404, "'gpt-4o'"),
     "several choices": ("completions", {"model": MODEL, "prompt": "Hi", "n": 3}, 400, "n:"),
+    "prompt far over capacity": ("completions", {"model": MODEL, "prompt": "word " * 150_000}, 400,
+                                 "prompt: 750000 bytes of text cannot fit this model's context of 1024 tokens"),
+    "body over the size limit": ("completions", {"model": MODEL, "prompt": "word " * 250_000}, 413,
+                                 "more than this server takes (1048576; nitro serve --max-request-bytes)"),
 }
 
 
@@ -243,6 +248,45 @@ def test_bad_request_gets_4xx_naming_the_problem(servers, name):
     assert response.status_code == status
     assert named in error["message"] and error["type"] == "invalid_request_error"
     assert server.health()["status"] == "ok"
+
+
+def resident_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"process {pid} has exited")
+
+
+def test_oversized_bodies_are_refused_unread_and_hold_up_no_one(servers):
+    """10 MB bodies, eight of them four at a time, get 413 from their Content-Length alone: a short request sent
+    meanwhile is answered in about its usual time, and the server's memory does not grow."""
+    server = servers["keyed"]
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    big = json.dumps({"model": MODEL, "prompt": "word " * 2_000_000}).encode()
+
+    def short_request() -> float:
+        start = time.monotonic()
+        response = httpx.post(f"{server.url}/v1/completions", headers=headers, timeout=60,
+                              json={"model": MODEL, "prompt": "Hello", "max_tokens": 8})
+        assert response.status_code == 200
+        return time.monotonic() - start
+
+    def oversized() -> int:
+        return httpx.post(f"{server.url}/v1/completions", content=big, headers=headers, timeout=120).status_code
+
+    usual = sorted(short_request() for _ in range(3))[1]
+    before = resident_mb(server.process.pid)
+    with ThreadPoolExecutor(4) as pool:
+        refused = [pool.submit(oversized) for _ in range(8)]
+        time.sleep(0.05)
+        meanwhile = short_request()
+        statuses = [r.result() for r in refused]
+    after = resident_mb(server.process.pid)
+    print(f"short request: {usual * 1000:.0f} ms usually, {meanwhile * 1000:.0f} ms among 10 MB bodies; "
+          f"server RSS {before:.0f} -> {after:.0f} MB")
+    assert statuses == [413] * 8
+    assert meanwhile < 3 * usual + 0.5
+    assert after < 1.1 * before
 
 
 def test_api_key_required_only_when_given_and_never_logged(servers):

@@ -22,13 +22,9 @@ def _nncf():
 
 
 def compression_kwargs(settings: dict) -> dict:
-    """NNCF arguments for a chunk's compression settings; group size and ratio apply to 4-bit modes only."""
-    kwargs = {"mode": _nncf().CompressWeightsMode[settings["mode"]]}
-    if settings["mode"] in ("INT4_SYM", "INT4_ASYM", "NF4"):
-        for key in ("group_size", "ratio"):
-            if settings.get(key) is not None:
-                kwargs[key] = settings[key]
-    return kwargs
+    """NNCF arguments for a chunk's compression settings (the recipe gives group size and ratio to 4-bit modes
+    only)."""
+    return {**settings, "mode": _nncf().CompressWeightsMode[settings["mode"]]}
 
 
 def run(args):

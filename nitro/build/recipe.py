@@ -22,6 +22,9 @@ IMPORTED_BY_NAME = {"nitro.models": graph_modules()}
 
 # Resident size of a build step before any weights: Python, torch, OpenVINO, NNCF imported.
 BASE_MB = 900
+FOUR_BIT_MODES = ("INT4_SYM", "INT4_ASYM", "NF4")
+NNCF_GROUP_SIZE = 128  # what NNCF's compress_weights uses for 4-bit modes when given no group size
+GROUP_SIZES = (16, 32, 64, 128, 256)  # the group sizes an error suggests
 
 
 class RecipeError(ValueError):
@@ -98,6 +101,7 @@ class Recipe:
             raise RecipeError(f"{where}.shapes = dynamic: an NPU compiles static shapes only (use static or auto)")
         if s.get("npuw_on_cpu") and s["device"] != "NPU":
             raise RecipeError(f"{where}.npuw_on_cpu needs device: NPU (got device: {s['device']})")
+        self._check_compression()
 
     @property
     def chunk_names(self) -> list[str]:
@@ -173,14 +177,59 @@ class Recipe:
         return "static" if s["device"] == "NPU" else "dynamic"
 
     def compression(self, name: str) -> dict:
-        """The chunk's compression: the model-wide setting, then `decoders`, then the chunk's own override."""
-        comp = self.settings["compression"]
-        result = {k: comp[k] for k in ("mode", "group_size", "ratio") if k in comp}
+        """The chunk's compression: the model-wide setting, then `decoders`, then the chunk's own override. Group
+        size and ratio are kept for 4-bit modes only, the group size made explicit (NNCF's default otherwise)."""
+        result = {}
+        for _, block in self._compression_blocks(name):
+            result.update({k: v for k, v in block.items() if k != "chunks"})
+        if result["mode"] not in FOUR_BIT_MODES:
+            return {"mode": result["mode"]}
+        return {"group_size": NNCF_GROUP_SIZE, **{k: v for k, v in result.items() if v is not None}}
+
+    def _compression_blocks(self, name: str) -> list[tuple[str, dict]]:
+        """The recipe's compression settings that apply to a chunk, as (where, settings), later ones winning."""
+        comp, where = self.settings["compression"], f"models.{self.name}.compression"
         overrides = comp.get("chunks", {})
-        if self.chunk(name).kind == "decoder":
-            result.update(overrides.get("decoders", {}))
-        result.update(overrides.get(name, {}))
-        return result
+        keys = (["decoders"] if self.chunk(name).kind == "decoder" else []) + [name]
+        return [(where, comp)] + [(f"{where}.chunks.{k}", overrides[k]) for k in keys if k in overrides]
+
+    def _check_compression(self):
+        """Group size and ratio only where a 4-bit mode uses them, and a group size that divides the input
+        channels of every layer it applies to: checked here, before any job, instead of failing inside NNCF."""
+        for chunk in self.chunks:
+            mode = None
+            for where, block in self._compression_blocks(chunk.name):
+                mode = block.get("mode", mode)
+                unused = [k for k in ("group_size", "ratio") if block.get(k) is not None]
+                if unused and mode not in FOUR_BIT_MODES:
+                    both = len(unused) > 1
+                    raise RecipeError(f"{where}: {' and '.join(unused)} {'apply' if both else 'applies'} to 4-bit "
+                                      f"modes only ({', '.join(FOUR_BIT_MODES)}), not to mode {mode}; remove "
+                                      f"{'them' if both else 'it'}")
+            settings = self.compression(chunk.name)
+            group = settings.get("group_size", -1)
+            if group == -1:
+                continue
+            channels = self._input_channels(chunk)
+            bad = {what: n for what, n in channels.items() if n % group}
+            if bad:
+                what, n = next(iter(bad.items()))
+                valid = [g for g in GROUP_SIZES if all(c % g == 0 for c in channels.values())]
+                given = "" if any(b.get("group_size") for _, b in self._compression_blocks(chunk.name)) else (
+                    f" (NNCF's default for {settings['mode']})")
+                raise RecipeError(
+                    f"models.{self.name}.compression: group_size {group}{given} does not divide chunk "
+                    f"{chunk.name}'s {what} of {n} channels; valid group sizes for it: "
+                    f"{', '.join(map(str, valid + [-1]))} (-1: per channel)")
+
+    def _input_channels(self, chunk: Chunk) -> dict[str, int]:
+        """The input channels of the chunk's weight matrices, along which NNCF forms its groups."""
+        spec = self.spec
+        hidden = {"hidden size": spec.hidden_size}
+        if chunk.kind != "decoder":
+            return hidden
+        return {**hidden, "attention output (heads x head_dim)": spec.num_heads * spec.head_dim,
+                "MLP intermediate size": spec.intermediate_size}
 
     def device_params(self) -> dict:
         """Device name and the OpenVINO properties every compile of this model uses."""
@@ -206,6 +255,22 @@ class Recipe:
             return math.ceil(BASE_MB + 3.0 * f32_mb(total))
         factor = {"export": 4.0, "compress": 3.0, "compile": 3.0}[step]
         return math.ceil(BASE_MB + factor * f32_mb(chunk_params(self.spec, self.chunk(name))))
+
+
+def config_error(config: dict, schema_path: str) -> str:
+    """What is wrong with a recipe the schema rejects, as one line: where, and for a misspelled key the keys
+    allowed there (instead of Snakemake's dump of the schema)."""
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    where = "recipe" + "".join(f".{p}" for p in error.absolute_path)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(allowed))
+        return f"{where}: unknown key {', '.join(map(repr, unknown))}; allowed keys: {', '.join(allowed)}"
+    return f"{where}: {error.message}"
 
 
 def step_code(step: str) -> list[str]:

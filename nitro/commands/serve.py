@@ -8,12 +8,17 @@ import os
 
 from . import add_model_argument, load_generator
 
+MAX_REQUEST_BYTES = 1 << 20  # 1 MiB, some 250k tokens of text
 
-def queue_size(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value}: the queue size must be 0 or more")
-    return value
+
+def at_least(minimum: int, what: str):
+    """An argparse type: a whole number no smaller than `minimum`."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value}: {what} must be {minimum} or more")
+        return value
+    return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser):
@@ -24,8 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("--api-key", default=os.environ.get("NITRO_API_KEY"),
                         help="require 'Authorization: Bearer KEY' on every request but /health "
                              "(default: $NITRO_API_KEY, which keeps the key out of the process list)")
-    parser.add_argument("--queue-size", type=queue_size, default=32,
+    parser.add_argument("--queue-size", type=at_least(0, "the queue size"), default=32,
                         help="requests that may wait while one generates; more are refused with 429 (default 32)")
+    parser.add_argument("--max-request-bytes", type=at_least(1024, "the request size limit"),
+                        default=MAX_REQUEST_BYTES,
+                        help=f"larger request bodies are refused with 413 before they are read "
+                             f"(default {MAX_REQUEST_BYTES})")
 
 
 def is_loopback(host: str) -> bool:
@@ -45,7 +54,8 @@ def run(args) -> int:
     generator = load_generator(args.root)
     model = generator.model
     name = model.manifest["name"]
-    app = create_app(generator, name, api_key=args.api_key, queue_size=args.queue_size)
+    app = create_app(generator, name, api_key=args.api_key, queue_size=args.queue_size,
+                     max_request_bytes=args.max_request_bytes)
     if not args.api_key and not is_loopback(args.host):
         log.warning("listening on %s without an API key: anyone who can reach it can use the model", args.host)
     log.info("serving %s (context %d tokens) at http://%s:%d/v1%s", name, model.max_seq_len, args.host, args.port,

@@ -12,6 +12,7 @@ from typing import Iterator
 
 import numpy as np
 
+from ..artifacts import ArtifactError
 from .model import ContextOverflow, Model, check_fits
 from .sampling import Sampler, SamplingParams
 
@@ -44,7 +45,21 @@ class Completion:
 def load_tokenizer(folder: Path):
     from transformers import AutoTokenizer
 
+    if not any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
+        what = "is missing" if not folder.is_dir() else "holds no tokenizer (tokenizer.json, tokenizer_config.json)"
+        raise ArtifactError(f"{folder}, the model's tokenizer, {what}: run snakemake again where the build was "
+                            "made (it rebuilds what is missing)")
     return AutoTokenizer.from_pretrained(str(folder))
+
+
+def encode(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=True)["input_ids"]
+
+
+def chat_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """The model's own chat template, with the assistant's turn opened."""
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 class Generator:
@@ -55,12 +70,10 @@ class Generator:
         self.context: list[int] = []
 
     def encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=True)["input_ids"]
+        return encode(self.tokenizer, text)
 
     def chat_ids(self, messages: list[dict]) -> list[int]:
-        """The model's own chat template, with the assistant's turn opened."""
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return chat_ids(self.tokenizer, messages)
 
     def reset(self):
         self.context = []
@@ -92,6 +105,7 @@ class Generator:
         `overflow` subclass the caller names), then return the stream that generates when iterated."""
         if not prompt_ids:
             raise ValueError("the prompt is empty: give at least one token")
+        params.check_vocabulary(self.model.vocab_size)
         check_fits(len(prompt_ids), params.max_new_tokens, self.model.max_seq_len, overflow)
         return Stream(self, prompt_ids, params, reuse_cache)
 

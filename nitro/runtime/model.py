@@ -15,6 +15,7 @@ call, never bound: not every device plugin writes into a caller's output tensor 
 from __future__ import annotations
 
 import mmap
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -120,24 +121,36 @@ class Model:
         map, and such pages come back from the file when touched. Releasing each chunk's pages right after its
         first run bounds the peak to the plugin's copies plus one blob (Llama-3.2-1B shape, after generating:
         2595 MB resident with the pages kept, 1411 MB with them released)."""
-        device = self.manifest["device"]
+        device, path = self.manifest["device"], self.root / blob
+        if not path.is_file():
+            raise ArtifactError(f"{path} is missing: run snakemake again where the build was made (it rebuilds what "
+                                "is missing)")
         try:
-            with open(self.root / blob, "rb") as f:
+            with open(path, "rb") as f:
                 mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
             compiled = self.core.import_model(ov.Tensor(np.frombuffer(mapped, np.uint8), shared_memory=True),
                                               device["device"], device["properties"])
-        except (OSError, RuntimeError) as exc:
-            raise ArtifactError(
-                f"cannot load {self.root / blob} on {device['device']}: {str(exc).strip().splitlines()[0]}. "
-                f"It was built with OpenVINO {self.manifest['versions']['openvino']} "
-                f"(this is {ov.get_version()}); rebuild it with snakemake."
-            ) from None
+        except (OSError, ValueError, RuntimeError) as exc:  # unreadable, empty (mmap), rejected by the plugin
+            raise ArtifactError(self._unloadable(path, exc)) from None
         request = compiled.create_infer_request()
         _run_on_zeros(request)
         if hasattr(mmap, "MADV_DONTNEED"):  # not on Windows, where the pages stay until memory is short
             mapped.madvise(mmap.MADV_DONTNEED)
         self._mapped.append(mapped)
         return request
+
+    def _unloadable(self, path: Path, exc: Exception) -> str:
+        """Why a compiled blob does not load, and the command that fixes it: another OpenVINO version (only when
+        the versions differ), another kind of device, or a damaged file."""
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = lines[-1] if lines else type(exc).__name__  # OpenVINO's own words come after where it was raised
+        built, here = self.manifest["versions"]["openvino"], metadata.version("openvino")
+        if built != here:
+            return (f"cannot load {path}: it was compiled by OpenVINO {built}, this is OpenVINO {here}; compile the "
+                    "chunks again with this one: snakemake --forcerun compile_chunk")
+        chunk_folder = path.parent
+        return (f"cannot load {path} on {self.device} ({reason}): the file is damaged, or was compiled on another "
+                f"kind of device; delete {chunk_folder} and run snakemake again, which compiles it again")
 
     def _reserve(self, length: int):
         """Make the cache hold at least `length` slots (see cache_capacity), copying what is cached."""

@@ -1,6 +1,7 @@
 """Next-token choice from logits: greedy, or sampling with temperature, top-k, top-p and repetition penalty."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +22,12 @@ class SamplingParams:
     ignore_eos: bool = False
 
     def __post_init__(self):
+        """The one check of every sampling value, for the commands, the Python API and the server alike (the
+        vocabulary's size, which top_k must not exceed, is checked by `check_vocabulary`)."""
+        for name in ("temperature", "top_p", "repetition_penalty"):
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                raise ValueError(f"{name} = {value}: must be a finite number")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens = {self.max_new_tokens}: must be at least 1")
         if self.do_sample and self.temperature <= 0:
@@ -28,17 +35,22 @@ class SamplingParams:
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p = {self.top_p}: must be in (0, 1]")
         if self.top_k < 0:
-            raise ValueError(f"top_k = {self.top_k}: must be >= 0")
+            raise ValueError(f"top_k = {self.top_k}: must be >= 0 (0 keeps every token)")
         if self.repetition_penalty <= 0:
-            raise ValueError(f"repetition_penalty = {self.repetition_penalty}: must be > 0")
+            raise ValueError(f"repetition_penalty = {self.repetition_penalty}: must be > 0 (1 is off)")
 
     @classmethod
     def from_temperature(cls, temperature: float | None, **settings) -> "SamplingParams":
         """Greedy for no temperature or 0, else sampling at that temperature: how the commands and the server
         read a temperature (OpenAI's default of 1 would make the same request give another answer each time)."""
-        if temperature is not None and temperature < 0:
-            raise ValueError(f"temperature = {temperature}: must be >= 0 (0 is greedy)")
+        if temperature is not None and not (math.isfinite(temperature) and temperature >= 0):
+            raise ValueError(f"temperature = {temperature}: must be a finite number >= 0 (0 is greedy)")
         return cls(do_sample=bool(temperature), temperature=temperature or 1.0, **settings)
+
+    def check_vocabulary(self, vocab_size: int):
+        if self.top_k > vocab_size:
+            raise ValueError(f"top_k = {self.top_k}: the vocabulary has {vocab_size} tokens; give at most "
+                             f"{vocab_size} (0 keeps every token)")
 
 
 class Sampler:

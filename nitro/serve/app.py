@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from nitro.runtime.generate import Generator
+from nitro.runtime.generate import Generator, load_tokenizer
 
 from .protocol import ApiError, describe_validation
 from .routes import router
@@ -22,12 +22,29 @@ OPEN_PATHS = {"/health"}  # answered without the API key, for load balancers and
 
 @dataclass
 class Served:
-    """The model a server answers with, and the worker its requests take turns on."""
+    """The model a server answers with, the worker its requests take turns on, and the tokenizer requests are
+    tokenized with (a second one, on the worker's tokenizer thread)."""
 
     generator: Generator
     name: str
     worker: Worker
     created: int = field(default_factory=lambda: int(time.time()))
+
+    def __post_init__(self):
+        model = self.generator.model
+        self.tokenizer = load_tokenizer(model.root / model.manifest["tokenizer"])
+        # No token stands for more bytes of text than the longest in the vocabulary, so a text longer than that
+        # many bytes per slot of the context cannot fit, whatever it says: refused without tokenizing it.
+        self.max_token_bytes = max(len(token.encode()) for token in self.tokenizer.get_vocab())
+
+    def check_fits(self, text_bytes: int, field: str):
+        """Refuse a text too long for the context before tokenizing it. A margin of 2 allows for a normalizer
+        that shortens the text before it is split into tokens."""
+        capacity = self.generator.model.max_seq_len
+        if text_bytes > 2 * self.max_token_bytes * capacity:
+            raise ApiError(400, f"{field}: {text_bytes} bytes of text cannot fit this model's context of {capacity} "
+                                f"tokens (no token here holds more than {self.max_token_bytes} bytes); shorten it",
+                           param=field, code="context_length_exceeded")
 
     def card(self) -> dict:
         return {"id": self.name, "object": "model", "created": self.created, "owned_by": "nitro"}
@@ -38,12 +55,14 @@ class Served:
                            param="model", code="model_not_found")
 
 
-def create_app(generator: Generator, model_name: str, api_key: str | None = None, queue_size: int = 32) -> FastAPI:
+def create_app(generator: Generator, model_name: str, api_key: str | None, queue_size: int,
+               max_request_bytes: int) -> FastAPI:
     app = FastAPI(title="NITRO", summary=f"OpenAI-compatible API serving {model_name}")
     app.state.served = Served(generator, model_name, Worker(queue_size))
     app.include_router(router)
     add_error_handlers(app)
-    if api_key:
+    app.add_middleware(LimitBody, max_bytes=max_request_bytes)
+    if api_key:  # outermost: a request without the key is refused before its body is read
         app.add_middleware(RequireKey, key=api_key)
     return app
 
@@ -88,3 +107,46 @@ class RequireKey:
                                       "with the key given to nitro serve --api-key", code="invalid_api_key")
                 return await error_response(error)(scope, receive, send)
         await self.app(scope, receive, send)
+
+
+class LimitBody:
+    """413 for a request whose body is over `max_bytes`, before any of it is parsed: by its Content-Length at
+    once, or as soon as a body sent without one grows past the limit. Plain ASGI; the body is read here and
+    handed on whole, so no more than `max_bytes` of it is ever held."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await self.refuse(int(declared), scope, receive, send)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left before sending the body
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                return await self.refuse(size, scope, receive, send, at_least=True)
+            if not message.get("more_body", False):
+                break
+        body, replayed = b"".join(chunks), False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def refuse(self, size: int, scope, receive, send, at_least: bool = False):
+        error = ApiError(413, f"the request body is {'over ' if at_least else ''}{size} bytes, more than this "
+                              f"server takes ({self.max_bytes}; nitro serve --max-request-bytes)",
+                         code="request_too_large")
+        await error_response(error)(scope, receive, send)

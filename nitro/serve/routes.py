@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from jinja2 import TemplateError
 
-from nitro.runtime.generate import Stream
+from nitro.runtime.generate import Stream, chat_ids, encode
 from nitro.runtime.model import ContextOverflow
 
 from .protocol import ApiError, ChatRequest, CompletionRequest, Reply, Sampling
@@ -44,24 +44,26 @@ async def model(name: str, request: Request):
 
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request):
-    gen = served(request).generator
-    return await answer(request, body, Reply(chat=False, model=body.model), lambda: gen.encode(body.prompt),
-                        "prompt")
+    s = served(request)
+    return await answer(request, body, Reply(chat=False, model=body.model), len(body.prompt.encode()),
+                        lambda: encode(s.tokenizer, body.prompt), "prompt")
 
 
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatRequest, request: Request):
-    gen, messages = served(request).generator, [m.model_dump() for m in body.messages]
-    return await answer(request, body, Reply(chat=True, model=body.model), lambda: gen.chat_ids(messages),
+    s, messages = served(request), [m.model_dump() for m in body.messages]
+    return await answer(request, body, Reply(chat=True, model=body.model),
+                        sum(len(m["content"].encode()) for m in messages), lambda: chat_ids(s.tokenizer, messages),
                         "messages")
 
 
-async def answer(request: Request, body: Sampling, reply: Reply, tokenize: Callable[[], list[int]],
-                 field: str) -> Response:
-    """Queue the request, generate, and answer whole or as a stream; the queue place is held until the last byte
-    is sent or the client has gone."""
+async def answer(request: Request, body: Sampling, reply: Reply, text_bytes: int,
+                 tokenize: Callable[[], list[int]], field: str) -> Response:
+    """Queue the request, tokenize it, generate, and answer whole or as a stream; the queue place is held until
+    the last byte is sent or the client has gone."""
     s = served(request)
     s.check_model(body.model)
+    s.check_fits(text_bytes, field)
     release = s.worker.admit()
     try:
         stream = await start(s, body, tokenize, field)
@@ -80,10 +82,10 @@ async def answer(request: Request, body: Sampling, reply: Reply, tokenize: Calla
 
 
 async def start(s: "Served", body: Sampling, tokenize: Callable[[], list[int]], field: str) -> Stream:
-    """Tokenize on the model's thread and check the request fits; without max_tokens, the answer may fill the
-    rest of the context."""
+    """Tokenize on the worker's tokenizer thread and check the request fits; without max_tokens, the answer may
+    fill the rest of the context."""
     try:
-        ids = await s.worker.call(tokenize)
+        ids = await s.worker.tokenize(tokenize)
     except TemplateError as exc:
         raise ApiError(400, f"{field}: the model's chat template rejects them: {exc}", param=field)
     max_new = body.max_tokens or max(s.generator.room(len(ids)), 1)
@@ -92,8 +94,8 @@ async def start(s: "Served", body: Sampling, tokenize: Callable[[], list[int]], 
     except ContextOverflow as exc:
         param = "max_tokens" if body.max_tokens else field
         raise ApiError(400, f"{param}: {exc}", param=param, code="context_length_exceeded")
-    except ValueError as exc:  # an empty prompt
-        raise ApiError(400, f"{field}: {exc}", param=field)
+    except ValueError as exc:  # an empty prompt, a sampling value out of bounds
+        raise ApiError(400, f"{field}: {exc}" if not ids else str(exc), param=None if ids else field)
 
 
 async def events(s: "Served", body: Sampling, reply: Reply, stream: Stream) -> AsyncIterator[str]:

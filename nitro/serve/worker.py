@@ -14,12 +14,14 @@ log = logging.getLogger("nitro.serve")
 
 
 class Worker:
-    """The model's only user. One thread runs every tokenizer and model call (neither is thread-safe), so the
-    event loop stays free to accept, refuse and stream; requests take turns in arrival order, and at most
-    `queue_size` wait behind the one generating."""
+    """The model's only user. One thread runs every model call and the tokenizer calls generation makes (neither
+    is thread-safe), another tokenizes the requests with a tokenizer of its own, so the event loop stays free to
+    accept, refuse and stream and a long prompt being tokenized does not hold up the tokens of the one
+    generating; requests take turns in arrival order, and at most `queue_size` wait behind the one generating."""
 
     def __init__(self, queue_size: int):
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="nitro-model")
+        self.tokenizer_thread = ThreadPoolExecutor(1, thread_name_prefix="nitro-tokenize")
         self.turn = asyncio.Lock()
         self.queue_size = queue_size
         self.admitted = 0
@@ -38,6 +40,10 @@ class Worker:
     async def call(self, fn, *args):
         """`fn(*args)` on the model's thread."""
         return await asyncio.get_running_loop().run_in_executor(self.thread, fn, *args)
+
+    async def tokenize(self, fn, *args):
+        """`fn(*args)` on the request tokenizer's thread."""
+        return await asyncio.get_running_loop().run_in_executor(self.tokenizer_thread, fn, *args)
 
     async def run(self, stream: Stream, client_gone: Callable[[], Awaitable[bool]] | None = None
                   ) -> AsyncIterator[str]:
