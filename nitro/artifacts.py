@@ -18,6 +18,7 @@ static build, one `dynamic` graph in a dynamic one; the head has only `decode`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -89,6 +90,11 @@ class Chunk(TypedDict):
     variants: dict[str, Variant]
 
 
+class FileRecord(TypedDict):
+    bytes: int
+    sha256: str
+
+
 class Manifest(TypedDict):
     """manifest.json: everything the runtime needs besides the files it names."""
 
@@ -105,7 +111,7 @@ class Manifest(TypedDict):
     tokenizer: str  # the tokenizer folder, relative to the model's folder
     eos_token_ids: list[int]
     chunks: list[Chunk]  # in execution order: embed, decoders, head
-    files: dict[str, str]  # every file the manifest names (and the IR behind each blob) -> sha256
+    files: dict[str, FileRecord]  # every file the runtime reads, and the IR behind each blob
     versions: dict[str, str | None]  # package versions that built it; blobs load only on the same OpenVINO
     steps: list[dict]  # every step's log: step, chunk, wall_s, peak_rss_mb, mem_mb (declared)
     smoke: dict  # the final load: input_ids, argmax, load_s, peak_rss_mb
@@ -144,9 +150,19 @@ def write_json(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
+class DiskFull(OSError):
+    """An output did not fit on its file system; nothing of it was kept."""
+
+
+def free_mb(folder: Path) -> float:
+    """Space the file system holding `folder` has left for this process's user."""
+    return shutil.disk_usage(folder).free / 2**20
+
+
 @contextlib.contextmanager
 def atomic_dir(final: Path):
-    """Yield a scratch folder beside `final` that becomes `final` only if the block completes."""
+    """Yield a scratch folder beside `final` that becomes `final` only if the block completes. A block that fails
+    because the disk filled (ENOSPC, or a library's own I/O error while no space is left) raises DiskFull."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     for stale in final.parent.glob(f".{final.name}.*.partial"):  # left by a killed run
@@ -158,6 +174,11 @@ def atomic_dir(final: Path):
         if final.exists():
             shutil.rmtree(final)
         os.replace(scratch, final)
+    except Exception as exc:
+        if getattr(exc, "errno", None) == errno.ENOSPC or os.statvfs(scratch).f_bavail == 0:
+            raise DiskFull(errno.ENOSPC, f"no space left on the file system of {final.parent} while writing "
+                                         f"{final.name}") from exc
+        raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -168,6 +189,60 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def file_record(path: Path) -> FileRecord:
+    return {"bytes": path.stat().st_size, "sha256": sha256(path)}
+
+
+# Files whose hash matched the manifest, by absolute path -> [bytes, mtime_ns, sha256]: a file unchanged since (same
+# size and modification time) is not read again, so a second load of a verified build costs a stat per file.
+VERIFIED = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nitro" / "verified.json"
+
+
+def verify(root: Path, files: dict[str, FileRecord], hashes: bool = True, remember: bool = True) -> list[str]:
+    """What does not match the manifest's `files` in the build `root`, one line per file (an empty list when all
+    do): a file missing, of another size, or (with `hashes`) of another sha256. With `remember`, hashes that
+    matched are remembered in VERIFIED and not computed again while the file keeps its size and time."""
+    root = Path(root).resolve()
+    known = json.loads(VERIFIED.read_text()) if remember and hashes and VERIFIED.is_file() else {}
+    problems, verified = [], {}
+    for rel, expected in files.items():
+        path = root / rel
+        if not path.is_file():
+            gone = path if path.parent.is_dir() else path.parent  # a whole folder is reported once
+            message = f"{gone} is missing; {rebuild_hint(root, path.parent if gone == path else None)}"
+            if message not in problems:
+                problems.append(message)
+            continue
+        stat = path.stat()
+        if stat.st_size != expected["bytes"]:
+            problems.append(f"{path} has {stat.st_size} bytes, the manifest {expected['bytes']}: it changed after "
+                            f"the build; {rebuild_hint(root, path.parent)}")
+            continue
+        if not hashes:
+            continue
+        seen = [stat.st_size, stat.st_mtime_ns, expected["sha256"]]
+        if known.get(str(path)) != seen:
+            if sha256(path) != expected["sha256"]:
+                problems.append(f"{path} does not match the manifest (sha256 {expected['sha256'][:16]}...): it "
+                                f"changed after the build; {rebuild_hint(root, path.parent)}")
+                continue
+            verified[str(path)] = seen
+    if verified and remember:
+        with contextlib.suppress(OSError):  # a read-only home: verify again next time
+            write_json(VERIFIED, {**known, **verified})
+    return problems
+
+
+def rebuild_hint(root: Path, folder: Path | None = None) -> str:
+    """How to get a build's damaged `folder` (or, with none, its missing files) back. Snakemake rebuilds neither
+    a changed file inside an output folder nor a missing output whose dependents are up to date; with the
+    manifest gone, it rebuilds the final step and whatever it needs that is missing."""
+    manifest = Path(root) / MANIFEST
+    if folder is None:
+        return f"delete {manifest} and run snakemake again where the build was made (it rebuilds what is missing)"
+    return f"delete {folder} and {manifest}, then run snakemake again where the build was made, which builds them again"
 
 
 def peak_rss_mb(pid: int | str = "self") -> float:

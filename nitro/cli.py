@@ -11,6 +11,7 @@ SUBCOMMANDS = {
     "chat": "chat with a built model in the terminal",
     "bench": "measure TTFT, decode speed, load time and memory of a built model",
     "serve": "serve a built model over an OpenAI-compatible HTTP API",
+    "verify": "check a build's files against its manifest (size and sha256)",
 }
 
 

@@ -58,6 +58,10 @@ def mem_mb(step):
     return lambda w: RECIPES[w.model].mem_mb(step, getattr(w, "chunk", None))
 
 
+def disk_mb(step):
+    return lambda w: RECIPES[w.model].disk_mb(step, getattr(w, "chunk", None))
+
+
 def runtime_min(step):
     """Cluster runtime limit in minutes: generous, scaled with the declared memory."""
     return lambda w: 30 + RECIPES[w.model].mem_mb(step, getattr(w, "chunk", None)) // 256

@@ -13,7 +13,8 @@ rule compile_chunk:
     threads: 2
     resources:
         mem_mb=mem_mb("compile"),
+        disk_mb=disk_mb("compile"),
         runtime=runtime_min("compile"),
     shell:
         "{NITRO} compile --chunk {wildcards.chunk} --params {params.settings:q} --input {input.compressed}"
-        " --out {output} --log {log} --mem-mb {resources.mem_mb}"
+        " --out {output} --log {log} --mem-mb {resources.mem_mb} --disk-mb {resources.disk_mb}"

@@ -12,7 +12,8 @@ rule compress_chunk:
     threads: 1
     resources:
         mem_mb=mem_mb("compress"),
+        disk_mb=disk_mb("compress"),
         runtime=runtime_min("compress"),
     shell:
         "{NITRO} compress --chunk {wildcards.chunk} --params {params.settings:q} --input {input.exported}"
-        " --out {output} --log {log} --mem-mb {resources.mem_mb}"
+        " --out {output} --log {log} --mem-mb {resources.mem_mb} --disk-mb {resources.disk_mb}"

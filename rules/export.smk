@@ -12,7 +12,8 @@ rule export_chunk:
     threads: 1
     resources:
         mem_mb=mem_mb("export"),
+        disk_mb=disk_mb("export"),
         runtime=runtime_min("export"),
     shell:
         "{NITRO} export --chunk {wildcards.chunk} --params {params.settings:q} --input {input.source}"
-        " --out {output} --log {log} --mem-mb {resources.mem_mb}"
+        " --out {output} --log {log} --mem-mb {resources.mem_mb} --disk-mb {resources.disk_mb}"

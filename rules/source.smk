@@ -13,6 +13,8 @@ rule source:
     threads: 1
     resources:
         mem_mb=mem_mb("source"),
+        disk_mb=disk_mb("source"),
         runtime=runtime_min("source"),
     shell:
         "{NITRO} source --params {params.settings:q} --out {output.source} --log {log} --mem-mb {resources.mem_mb}"
+        " --disk-mb {resources.disk_mb}"

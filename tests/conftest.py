@@ -1,4 +1,5 @@
-"""Shared fixtures: run the real Snakemake workflow on recipes, tiny random checkpoints, the SmolLM2 builds.
+"""Shared fixtures and helpers: run the real Snakemake workflow on recipes, tiny random checkpoints, the SmolLM2
+builds, the `nitro` command, and `nitro serve` processes on loopback.
 
 Builds are session-scoped and grouped into as few Snakemake runs as possible: every job starts Python,
 torch and OpenVINO, which dominates the time of a tiny build.
@@ -6,14 +7,22 @@ torch and OpenVINO, which dominates the time of a tiny build.
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+import openai
 import pytest
 import yaml
 
 from nitro.testing import make_checkpoint, snakemake
 
 REPO = Path(__file__).resolve().parents[1]
+KEY = "test-key-d41f7"  # the API key of the servers the tests start with one
 
 
 def build_dir(tmp_path_factory, name: str) -> Path:
@@ -69,3 +78,59 @@ def smollm2_builds(tmp_path_factory) -> dict[str, Path]:
         "smollm2_npu": {**default, "source": str(hf_folder), "device": "NPU", "npuw_on_cpu": True},
     }})
     return {name: work / "results" / name for name in ("smollm2", "smollm2_fp32", "smollm2_npu")}
+
+
+def nitro(*args) -> subprocess.CompletedProcess:
+    """The `nitro` command line, run as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "nitro.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=600)
+
+
+def one_line_error(result: subprocess.CompletedProcess, command: str) -> str:
+    """The error line of a command that failed as it should: exit 1, one line on stderr, no traceback."""
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"nitro {command}: error: "), result.stderr
+    return lines[0].removeprefix(f"nitro {command}: error: ")
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+    def client(self, key: str = KEY) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0, timeout=900)
+
+    def health(self) -> dict:
+        return httpx.get(f"{self.url}/health", timeout=30).json()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(root: Path, log: Path, *options: str) -> Server:
+    port = free_port()
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "nitro.cli", "serve", str(root), "--port", str(port),
+                                    *options], stdout=out, stderr=subprocess.STDOUT)
+    return Server(f"http://127.0.0.1:{port}", process, log)
+
+
+def wait_until_ready(server: Server, timeout_s: float = 900):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise AssertionError(f"the server exited ({server.process.returncode}):\n{server.log.read_text()[-4000:]}")
+        try:
+            if httpx.get(f"{server.url}/health", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"the server did not answer /health in {timeout_s} s:\n{server.log.read_text()[-4000:]}")

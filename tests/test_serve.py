@@ -4,70 +4,25 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
+from conftest import KEY, Server, start_server, wait_until_ready
 from nitro.runtime import Model
 from nitro.runtime.generate import Completion, Generator
 from nitro.runtime.sampling import SamplingParams
 
 MODEL = "smollm2"
-KEY = "test-key-d41f7"
 # SmolLM2 tells this story on and on (no early EOS), so it keeps the model busy for as long as asked.
 STORY = [{"role": "user", "content": "Tell me a story about a cat."}]
 QUESTIONS = [[{"role": "user", "content": q}] for q in
              ("What is the capital of France?", "Name a color.", "What is 2 + 2?", "Say hello in Spanish.")]
 PROMPTS = {"completion": "The weather outside is super cold, but", "chat": QUESTIONS[0]}
-
-
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen
-    log: Path
-
-    def client(self, key: str = KEY) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0, timeout=900)
-
-    def health(self) -> dict:
-        return httpx.get(f"{self.url}/health", timeout=30).json()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(root: Path, log: Path, *options: str) -> Server:
-    port = free_port()
-    with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "nitro.cli", "serve", str(root), "--port", str(port),
-                                    *options], stdout=out, stderr=subprocess.STDOUT)
-    return Server(f"http://127.0.0.1:{port}", process, log)
-
-
-def wait_until_ready(server: Server, timeout_s: float = 900):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise AssertionError(f"the server exited ({server.process.returncode}):\n{server.log.read_text()[-4000:]}")
-        try:
-            if httpx.get(f"{server.url}/health", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"the server did not answer /health in {timeout_s} s:\n{server.log.read_text()[-4000:]}")
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifacts import (CHUNK_STEPS, COMPILED, COMPRESSED, META, TOKENIZER, Manifest, chunk_file, log_file,
-                         peak_rss_mb, sha256, write_manifest)
+from ..artifacts import (CHUNK_STEPS, COMPILED, COMPRESSED, META, TOKENIZER, Manifest, chunk_file, file_record,
+                         log_file, peak_rss_mb, write_manifest)
 
 VERSIONED = ("openvino", "nncf", "torch", "transformers", "snakemake", "nitro")
 
@@ -42,11 +42,13 @@ def build_manifest(root: Path, header: dict, chunk_names: list[str]) -> Manifest
         for variant, info in meta["variants"].items():
             blob, xml = chunk_file(COMPILED, name, info["blob"]), chunk_file(COMPRESSED, name, info["xml"])
             for rel in (blob, xml, xml.replace(".xml", ".bin")):
-                files[rel] = sha256(root / rel)
+                files[rel] = file_record(root / rel)
             variants[variant] = {**info, "blob": blob, "xml": xml}
         chunks.append({**meta["chunk"], "name": name, "compression": meta["compression"], "variants": variants})
         if "kv_precision" in meta:
             kv_precisions.add(meta["kv_precision"])
+    for path in sorted((root / TOKENIZER).iterdir()):
+        files[f"{TOKENIZER}/{path.name}"] = file_record(path)
     logs = [log_file("source")] + [log_file(step, name) for step in CHUNK_STEPS for name in chunk_names]
     return {
         **header,
@@ -71,7 +73,7 @@ def assemble(root: Path, params: dict) -> Manifest:
 
     manifest = build_manifest(root, params["header"], params["chunks"])
     start = time.perf_counter()
-    model = Model(root, manifest)
+    model = Model(root, manifest, check_hashes=False)  # hashed just now
     load_s = time.perf_counter() - start
     smoke_ids = [1, 2, 3]
     logits = model.forward(smoke_ids)

@@ -256,6 +256,33 @@ class Recipe:
         factor = {"export": 4.0, "compress": 3.0, "compile": 3.0}[step]
         return math.ceil(BASE_MB + factor * f32_mb(chunk_params(self.spec, self.chunk(name))))
 
+    def disk_mb(self, step: str, name: str | None = None) -> int:
+        """Declared disk space a step writes: its weights in the precision it writes them, once per graph
+        variant, plus a little for graphs and metadata (checked against what each step wrote by
+        tests/test_artifacts.py). A step checks it is free before it starts."""
+        if step == "assemble":
+            return 1
+        if step == "source":
+            if self.source.kind == "gguf":
+                return math.ceil(4 * sum(chunk_params(self.spec, c) for c in self.chunks) / 2**20) + 16
+            return math.ceil(sum(Path(f).stat().st_size for f in self.source.files()) / 2**20) + 16
+        chunk = self.chunk(name)
+        variants = len(self.export_params(name)["graphs"])
+        bytes_per_weight = 4.0 if step == "export" else self._compressed_bytes_per_weight(name)
+        if step == "compile" and self.settings["device"] == "NPU" and chunk.kind != "decoder":
+            bytes_per_weight = max(bytes_per_weight, 2.0)  # measured: the NPU plugin stores vocabulary tables at f16
+        return math.ceil(1.1 * variants * chunk_params(self.spec, chunk) * bytes_per_weight / 2**20) + 2 * variants
+
+    def _compressed_bytes_per_weight(self, name: str) -> float:
+        """A weight's bytes after compression, with its share of the scales (f16) and zero points."""
+        c = self.compression(name)
+        if c["mode"] == "none":
+            return 4.0
+        if c["mode"] not in FOUR_BIT_MODES:
+            return 1.0
+        group = c["group_size"] if c["group_size"] > 0 else self.spec.hidden_size
+        return 0.5 + 2.5 / group + (1 - c.get("ratio", 1.0)) * 0.5  # what `ratio` leaves at 8 bits
+
 
 def config_error(config: dict, schema_path: str) -> str:
     """What is wrong with a recipe the schema rejects, as one line: where, and for a misspelled key the keys

@@ -11,9 +11,13 @@ import sys
 from pathlib import Path
 
 
-def add_model_argument(parser):
+def add_model_argument(parser, loads: bool = True):
     parser.add_argument("root", type=Path,
                         help="a built model: the folder holding manifest.json, e.g. results/smollm2")
+    if loads:
+        parser.add_argument("--no-hash-check", dest="check_hashes", action="store_false",
+                            help="check only that the build's files are there with their sizes, not their sha256 "
+                                 "(a hash checked once is remembered while the file keeps its size and time)")
 
 
 def add_sampling_arguments(parser, max_new_tokens: int):
@@ -39,11 +43,11 @@ def sampling_params(args):
     )
 
 
-def load_generator(root):
+def load_generator(args):
     from ..runtime.generate import Generator
     from ..runtime.model import Model
 
-    return Generator(Model(root, progress=True))
+    return Generator(Model(args.root, progress=True, check_hashes=args.check_hashes))
 
 
 def print_stream(stream) -> bool:

@@ -45,5 +45,5 @@ def run(args) -> int:
     from ..runtime.bench import measure, nitro_loader
 
     vocab_size = read_manifest(args.root)["spec"]["vocab_size"]
-    report(measure("nitro", args.root, nitro_loader(args.root), args, vocab_size), args)
+    report(measure("nitro", args.root, nitro_loader(args.root, args.check_hashes), args, vocab_size), args)
     return 0

@@ -14,7 +14,7 @@ def add_arguments(parser):
 
 def run(args) -> int:
     params = sampling_params(args)
-    gen = load_generator(args.root)
+    gen = load_generator(args)
     stream = gen.stream(gen.encode(args.prompt), params)
     if not print_stream(stream):
         return 130

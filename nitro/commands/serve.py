@@ -51,14 +51,14 @@ def run(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
     log = logging.getLogger("nitro.serve")
-    generator = load_generator(args.root)
+    generator = load_generator(args)
     model = generator.model
     name = model.manifest["name"]
     app = create_app(generator, name, api_key=args.api_key, queue_size=args.queue_size,
-                     max_request_bytes=args.max_request_bytes)
+                     max_request_bytes=args.max_request_bytes, check_hashes=args.check_hashes)
     if not args.api_key and not is_loopback(args.host):
         log.warning("listening on %s without an API key: anyone who can reach it can use the model", args.host)
-    log.info("serving %s (context %d tokens) at http://%s:%d/v1%s", name, model.max_seq_len, args.host, args.port,
-             "; API key required" if args.api_key else "")
+    log.info("serving %s (context %d tokens) at http://%s:%d/v1%s; kill -HUP %d reloads it after a rebuild", name,
+             model.max_seq_len, args.host, args.port, "; API key required" if args.api_key else "", os.getpid())
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0

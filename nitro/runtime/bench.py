@@ -91,12 +91,12 @@ def summarize(samples: list[dict], new_tokens: int) -> dict:
     }
 
 
-def nitro_loader(root: Path):
+def nitro_loader(root: Path, check_hashes: bool = True):
     """A `measure` loader for a NITRO build: the runtime's forward pass and argmax, nothing else."""
     from .model import Model, check_fits
 
     def load():
-        model = Model(root)
+        model = Model(root, check_hashes=check_hashes)
 
         def generate(prompt, new_tokens):
             model.reset()

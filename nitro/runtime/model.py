@@ -23,7 +23,7 @@ import openvino as ov
 from tqdm import tqdm
 
 from ..artifacts import (DECODE, DYNAMIC, INPUT_IDS, KV, POSITION_IDS, PREFILL, ArtifactError, Manifest,
-                         past_name, read_manifest)
+                         past_name, read_manifest, rebuild_hint, verify)
 
 # KV precision -> (numpy storage dtype, OpenVINO element type); numpy has no bf16, so it is stored as uint16.
 KV_TYPES = {"f32": (np.float32, ov.Type.f32), "f16": (np.float16, ov.Type.f16), "bf16": (np.uint16, ov.Type.bf16)}
@@ -83,12 +83,18 @@ def _layers(chunk: dict) -> range:
 class Model:
     """A built model loaded for inference on one sequence (batch 1)."""
 
-    def __init__(self, root: Path, manifest: Manifest | None = None, progress: bool = False):
-        """Load the build in `root` (its manifest, unless given); `progress` shows a bar over the chunks on a
-        terminal."""
+    def __init__(self, root: Path, manifest: Manifest | None = None, progress: bool = False,
+                 check_hashes: bool = True):
+        """Load the build in `root` (its manifest, unless given), after checking every file the manifest lists
+        is there with its size and (with `check_hashes`) its sha256 (see nitro.artifacts.verify); `progress`
+        shows a bar over the chunks on a terminal."""
         self.root = Path(root)
         self.manifest = manifest or read_manifest(self.root)
         m = self.manifest
+        problems = verify(self.root, m["files"], hashes=check_hashes)
+        if problems:
+            more = f" (and {len(problems) - 1} more files: nitro verify {self.root})" if len(problems) > 1 else ""
+            raise ArtifactError(problems[0] + more)
         self.max_seq_len, self.prefill_len = m["max_seq_len"], m["prefill_len"]
         self.spec = m["spec"]
         self.vocab_size = self.spec["vocab_size"]
@@ -122,9 +128,6 @@ class Model:
         first run bounds the peak to the plugin's copies plus one blob (Llama-3.2-1B shape, after generating:
         2595 MB resident with the pages kept, 1411 MB with them released)."""
         device, path = self.manifest["device"], self.root / blob
-        if not path.is_file():
-            raise ArtifactError(f"{path} is missing: run snakemake again where the build was made (it rebuilds what "
-                                "is missing)")
         try:
             with open(path, "rb") as f:
                 mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
@@ -148,9 +151,8 @@ class Model:
         if built != here:
             return (f"cannot load {path}: it was compiled by OpenVINO {built}, this is OpenVINO {here}; compile the "
                     "chunks again with this one: snakemake --forcerun compile_chunk")
-        chunk_folder = path.parent
         return (f"cannot load {path} on {self.device} ({reason}): the file is damaged, or was compiled on another "
-                f"kind of device; delete {chunk_folder} and run snakemake again, which compiles it again")
+                f"kind of device; {rebuild_hint(self.root, path.parent)}")
 
     def _reserve(self, length: int):
         """Make the cache hold at least `length` slots (see cache_capacity), copying what is cached."""

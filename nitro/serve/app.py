@@ -2,7 +2,11 @@
 check, and the error handlers that turn every refusal into an OpenAI-style error body naming the problem."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
+import logging
+import signal
 import time
 from dataclasses import dataclass, field
 
@@ -11,43 +15,82 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from nitro.artifacts import MANIFEST, ArtifactError, sha256
 from nitro.runtime.generate import Generator, load_tokenizer
+from nitro.runtime.model import Model
 
 from .protocol import ApiError, describe_validation
 from .routes import router
 from .worker import Worker
 
+log = logging.getLogger("nitro.serve")
 OPEN_PATHS = {"/health"}  # answered without the API key, for load balancers and probes
 
 
 @dataclass
-class Served:
-    """The model a server answers with, the worker its requests take turns on, and the tokenizer requests are
-    tokenized with (a second one, on the worker's tokenizer thread)."""
+class Loaded:
+    """One build as the server loaded it: its generator (model and tokenizer, used on the model's thread), a
+    second tokenizer for the requests (used on the tokenizer's thread), and the build's identity."""
 
     generator: Generator
-    name: str
-    worker: Worker
-    created: int = field(default_factory=lambda: int(time.time()))
+    tokenizer: object
+    max_token_bytes: int  # the longest token's text: no token stands for more bytes of a prompt
+    build: str  # the first 12 hex digits of the manifest's sha256, shown by /health
 
-    def __post_init__(self):
-        model = self.generator.model
-        self.tokenizer = load_tokenizer(model.root / model.manifest["tokenizer"])
-        # No token stands for more bytes of text than the longest in the vocabulary, so a text longer than that
-        # many bytes per slot of the context cannot fit, whatever it says: refused without tokenizing it.
-        self.max_token_bytes = max(len(token.encode()) for token in self.tokenizer.get_vocab())
+    @classmethod
+    def of(cls, generator: Generator) -> "Loaded":
+        model = generator.model
+        tokenizer = load_tokenizer(model.root / model.manifest["tokenizer"])
+        return cls(generator, tokenizer, max(len(token.encode()) for token in tokenizer.get_vocab()),
+                   sha256(model.root / MANIFEST)[:12])
 
     def check_fits(self, text_bytes: int, field: str):
-        """Refuse a text too long for the context before tokenizing it. A margin of 2 allows for a normalizer
-        that shortens the text before it is split into tokens."""
+        """Refuse a text too long for the context before tokenizing it: longer than the longest token times the
+        context's slots, it cannot fit, whatever it says (a margin of 2 allows for a normalizer that shortens
+        the text before it is split into tokens)."""
         capacity = self.generator.model.max_seq_len
         if text_bytes > 2 * self.max_token_bytes * capacity:
             raise ApiError(400, f"{field}: {text_bytes} bytes of text cannot fit this model's context of {capacity} "
                                 f"tokens (no token here holds more than {self.max_token_bytes} bytes); shorten it",
                            param=field, code="context_length_exceeded")
 
+
+@dataclass
+class Served:
+    """The build a server answers with, and the worker its requests take turns on. `reload` loads the build's
+    folder again, as a rebuild has left it, while the loaded one keeps answering."""
+
+    loaded: Loaded
+    name: str
+    worker: Worker
+    check_hashes: bool = True
+    created: int = field(default_factory=lambda: int(time.time()))
+    reloading: bool = False
+
+    async def reload(self):
+        """Load the build again on a thread of its own, then swap it in between two requests: the requests
+        already waiting finish on the build they were tokenized for. A build that does not load (a rebuild
+        still running, a damaged file) leaves the loaded one in place."""
+        if self.reloading:
+            return
+        self.reloading = True
+        root = self.loaded.generator.model.root
+        try:
+            log.info("reloading %s", root)
+            model = await asyncio.to_thread(Model, root, check_hashes=self.check_hashes)
+            loaded = await asyncio.to_thread(lambda: Loaded.of(Generator(model)))
+            async with self.worker.turn:
+                self.loaded = loaded
+            log.info("reloaded %s: serving build %s", root, loaded.build)
+        except (ArtifactError, ValueError, OSError) as exc:
+            log.error("reload of %s failed, still serving build %s: %s", root, self.loaded.build, exc)
+        finally:
+            self.reloading = False
+
     def card(self) -> dict:
-        return {"id": self.name, "object": "model", "created": self.created, "owned_by": "nitro"}
+        model = self.loaded.generator.model
+        return {"id": self.name, "object": "model", "created": self.created, "owned_by": "nitro",
+                "context_length": model.max_seq_len}
 
     def check_model(self, name: str):
         if name != self.name:
@@ -56,9 +99,19 @@ class Served:
 
 
 def create_app(generator: Generator, model_name: str, api_key: str | None, queue_size: int,
-               max_request_bytes: int) -> FastAPI:
-    app = FastAPI(title="NITRO", summary=f"OpenAI-compatible API serving {model_name}")
-    app.state.served = Served(generator, model_name, Worker(queue_size))
+               max_request_bytes: int, check_hashes: bool = True) -> FastAPI:
+    served = Served(Loaded.of(generator), model_name, Worker(queue_size), check_hashes)
+
+    @contextlib.asynccontextmanager
+    async def reload_on_hangup(app: FastAPI):
+        """SIGHUP reloads the build (where the platform has it)."""
+        loop = asyncio.get_running_loop()
+        if hasattr(signal, "SIGHUP"):
+            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(served.reload()))
+        yield
+
+    app = FastAPI(title="NITRO", summary=f"OpenAI-compatible API serving {model_name}", lifespan=reload_on_hangup)
+    app.state.served = served
     app.include_router(router)
     add_error_handlers(app)
     app.add_middleware(LimitBody, max_bytes=max_request_bytes)

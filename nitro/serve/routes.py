@@ -14,9 +14,10 @@ from nitro.runtime.generate import Stream, chat_ids, encode
 from nitro.runtime.model import ContextOverflow
 
 from .protocol import ApiError, ChatRequest, CompletionRequest, Reply, Sampling
+from .worker import Worker
 
 if TYPE_CHECKING:
-    from .app import Served
+    from .app import Loaded, Served
 
 router = APIRouter()
 
@@ -28,7 +29,7 @@ def served(request: Request) -> "Served":
 @router.get("/health")
 async def health(request: Request):
     s = served(request)
-    return {"status": "ok", "model": s.name, "requests": s.worker.admitted}
+    return {"status": "ok", "model": s.name, "build": s.loaded.build, "requests": s.worker.admitted}
 
 
 @router.get("/v1/models")
@@ -44,34 +45,35 @@ async def model(name: str, request: Request):
 
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request):
-    s = served(request)
     return await answer(request, body, Reply(chat=False, model=body.model), len(body.prompt.encode()),
-                        lambda: encode(s.tokenizer, body.prompt), "prompt")
+                        lambda tokenizer: encode(tokenizer, body.prompt), "prompt")
 
 
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatRequest, request: Request):
-    s, messages = served(request), [m.model_dump() for m in body.messages]
+    messages = [m.model_dump() for m in body.messages]
     return await answer(request, body, Reply(chat=True, model=body.model),
-                        sum(len(m["content"].encode()) for m in messages), lambda: chat_ids(s.tokenizer, messages),
-                        "messages")
+                        sum(len(m["content"].encode()) for m in messages),
+                        lambda tokenizer: chat_ids(tokenizer, messages), "messages")
 
 
-async def answer(request: Request, body: Sampling, reply: Reply, text_bytes: int,
-                 tokenize: Callable[[], list[int]], field: str) -> Response:
+async def answer(request: Request, body: Sampling, reply: Reply, text_bytes: int, tokenize: Callable[..., list[int]],
+                 field: str) -> Response:
     """Queue the request, tokenize it, generate, and answer whole or as a stream; the queue place is held until
-    the last byte is sent or the client has gone."""
+    the last byte is sent or the client has gone. The request keeps the build it started on, even if the server
+    reloads meanwhile."""
     s = served(request)
     s.check_model(body.model)
-    s.check_fits(text_bytes, field)
+    loaded = s.loaded
+    loaded.check_fits(text_bytes, field)
     release = s.worker.admit()
     try:
-        stream = await start(s, body, tokenize, field)
+        stream = await start(s.worker, loaded, body, tokenize, field)
     except BaseException:
         release()
         raise
     if body.stream:
-        return EventStream(events(s, body, reply, stream), on_close=release)
+        return EventStream(events(s.worker, body, reply, stream), on_close=release)
     try:
         text = "".join([delta async for delta in s.worker.run(stream, request.is_disconnected)])
     finally:
@@ -81,16 +83,18 @@ async def answer(request: Request, body: Sampling, reply: Reply, text_bytes: int
     return JSONResponse(reply.whole(text, stream.completion))
 
 
-async def start(s: "Served", body: Sampling, tokenize: Callable[[], list[int]], field: str) -> Stream:
+async def start(worker: Worker, loaded: "Loaded", body: Sampling, tokenize: Callable[..., list[int]],
+                field: str) -> Stream:
     """Tokenize on the worker's tokenizer thread and check the request fits; without max_tokens, the answer may
     fill the rest of the context."""
     try:
-        ids = await s.worker.tokenize(tokenize)
+        ids = await worker.tokenize(tokenize, loaded.tokenizer)
     except TemplateError as exc:
         raise ApiError(400, f"{field}: the model's chat template rejects them: {exc}", param=field)
-    max_new = body.max_tokens or max(s.generator.room(len(ids)), 1)
+    gen = loaded.generator
+    max_new = body.max_tokens or max(gen.room(len(ids)), 1)
     try:
-        return s.generator.stream(ids, body.sampling_params(max_new))
+        return gen.stream(ids, body.sampling_params(max_new))
     except ContextOverflow as exc:
         param = "max_tokens" if body.max_tokens else field
         raise ApiError(400, f"{param}: {exc}", param=param, code="context_length_exceeded")
@@ -98,10 +102,10 @@ async def start(s: "Served", body: Sampling, tokenize: Callable[[], list[int]], 
         raise ApiError(400, f"{field}: {exc}" if not ids else str(exc), param=None if ids else field)
 
 
-async def events(s: "Served", body: Sampling, reply: Reply, stream: Stream) -> AsyncIterator[str]:
+async def events(worker: Worker, body: Sampling, reply: Reply, stream: Stream) -> AsyncIterator[str]:
     if reply.chat:
         yield sse(reply.chunk(opening=True))
-    async with aclosing(s.worker.run(stream)) as deltas:
+    async with aclosing(worker.run(stream)) as deltas:
         async for delta in deltas:
             yield sse(reply.chunk(delta))
     yield sse(reply.chunk(finish_reason=stream.completion.finish_reason))
