@@ -114,10 +114,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(root: Path, log: Path, *options: str) -> Server:
+def start_server(root: Path | list[Path], log: Path, *options: str) -> Server:
+    """`nitro serve` on a free loopback port, for one build or several."""
     port = free_port()
+    roots = [str(r) for r in (root if isinstance(root, list) else [root])]
     with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "nitro.cli", "serve", str(root), "--port", str(port),
+        process = subprocess.Popen([sys.executable, "-m", "nitro.cli", "serve", *roots, "--port", str(port),
                                     *options], stdout=out, stderr=subprocess.STDOUT)
     return Server(f"http://127.0.0.1:{port}", process, log)
 

@@ -11,9 +11,12 @@ import time
 
 import pytest
 
+from conftest import nitro
 from nitro import load_pipeline
-from nitro.runtime.chat import ChatSession, HistoryFull
 from nitro.commands.chat import repl
+from nitro.runtime import Model
+from nitro.runtime.chat import ChatSession, HistoryFull
+from nitro.runtime.generate import Generator
 from nitro.runtime.sampling import SamplingParams
 
 SUMMARY = re.compile(r"\[prompt (\d+) tokens(?: \((\d+) prefilled, (\d+) from cache\))?, (\d+) new tokens, .*"
@@ -117,6 +120,7 @@ def test_repl_offers_a_reset_when_history_is_full(tiny_llama, monkeypatch, capsy
     err = capsys.readouterr().err
     assert "exceeds this build's max_seq_len = 96; reset the conversation" in err
     assert "reset the conversation and send this message again? [y/N]" in err
+    assert "new tokens, " in err and "tok/s, cut at max_new_tokens, context " in err  # 40 of 40 tokens: cut
     assert ", 1 exchanges] last answer: [prompt" in err
 
 
@@ -128,8 +132,23 @@ def test_cache_reuse_rewinds_to_the_shared_prefix(tiny_llama):
     second = first[:10] + gen.encode(" a storm is coming from the north")
     assert first[10] != second[10]
     gen.generate(first, params)
-    reused = gen.generate(second, params, reuse_cache=True)
+    reused = gen.generate(second, params, reuse="prefix")
     assert reused.prefilled_tokens == len(second) - 10
     assert reused.token_ids == gen.generate(second, params).token_ids
-    again = gen.generate(second, params, reuse_cache=True)  # all cached: only the last token reruns for logits
+    again = gen.generate(second, params, reuse="prefix")  # all cached: only the last token reruns for logits
     assert again.prefilled_tokens == 1 and again.token_ids == reused.token_ids
+
+
+def test_generate_with_chat_answers_a_message_and_without_it_says_to_use_it(smollm2_builds):
+    """The instruct model ends a plain prompt at once (its first token is end-of-turn): the summary says why and
+    suggests --chat, which sends the prompt through the chat template and gets the chat answer."""
+    root, question = smollm2_builds["smollm2"], "What is the capital of France?"
+    gen, params = Generator(Model(root)), SamplingParams(max_new_tokens=20)
+    assert gen.generate(gen.encode(question), params).token_ids == []
+    plain = nitro("generate", root, question, "--max-new-tokens", 20)
+    assert plain.returncode == 0 and plain.stdout == "\n" and ", 0 new tokens, " in plain.stderr
+    assert plain.stderr.rstrip().endswith("] The model ended at once: it is a chat model, which answers messages in "
+                                          "its chat template; try nitro generate --chat.")
+    chat = nitro("generate", root, question, "--chat", "--system", "Answer in one word.", "--max-new-tokens", 20)
+    messages = [{"role": "system", "content": "Answer in one word."}, {"role": "user", "content": question}]
+    assert chat.returncode == 0 and chat.stdout == gen.generate(gen.chat_ids(messages), params).text + "\n"

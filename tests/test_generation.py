@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import subprocess
-import sys
 from dataclasses import replace
 
 import numpy as np
@@ -13,6 +11,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from conftest import nitro
 from nitro import GenerationConfig, load_pipeline
 from nitro.runtime import ContextOverflow
 from nitro.runtime.sampling import Sampler, SamplingParams
@@ -212,18 +211,14 @@ def test_overflow_gives_the_documented_error_and_leaves_the_model_usable(tiny):
     assert pipe.generate(SHORT_PROMPTS[0], max_new_tokens=8) == before
 
 
-def nitro(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nitro.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=600)
-
-
 def test_nitro_generate_streams_the_completion_then_a_summary(tiny, tiny_builds):
     result = nitro("generate", tiny_builds["llama_f32"], SHORT_PROMPTS[0], "--max-new-tokens", 12)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == tiny["llama"].generate(SHORT_PROMPTS[0], max_new_tokens=12) + "\n"
+    [completion] = tiny["llama"].complete([SHORT_PROMPTS[0]], max_new_tokens=12)
+    assert result.stdout == completion.text + "\n" and completion.finish_reason == "length"
     prompt_tokens = len(tiny["llama"].generator.encode(SHORT_PROMPTS[0]))
     assert f"[prompt {prompt_tokens} tokens, 12 new tokens, TTFT " in result.stderr
-    assert "tok/s]" in result.stderr
+    assert "tok/s, cut at max_new_tokens]" in result.stderr
 
 
 def test_nitro_generate_errors_are_clear(tiny_builds, tmp_path):

@@ -179,7 +179,7 @@ def test_a_rebuild_while_serving_then_a_reload_serves_the_new_build_with_no_fail
 
     try:
         wait_until_ready(server)
-        first_build = httpx.get(f"{server.url}/health").json()["build"]
+        first_build = httpx.get(f"{server.url}/health").json()["models"]["m"]["build"]
         asker = threading.Thread(target=ask_all_along)
         asker.start()
         snakemake(work, {"models": {"m": tiny_recipe(other)}})
@@ -187,7 +187,7 @@ def test_a_rebuild_while_serving_then_a_reload_serves_the_new_build_with_no_fail
         assert new != old
         server.process.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 120
-        while httpx.get(f"{server.url}/health").json()["build"] == first_build:
+        while httpx.get(f"{server.url}/health").json()["models"]["m"]["build"] == first_build:
             assert time.monotonic() < deadline, server.log.read_text()[-3000:]
             time.sleep(0.2)
         asked_before = len(answers)

@@ -259,3 +259,181 @@ def test_api_key_required_only_when_given_and_never_logged(servers):
     log = keyed.log.read_text()
     assert f"Uvicorn running on {keyed.url}" in log  # bound to 127.0.0.1 without --host
     assert KEY not in log
+
+
+def test_sampling_fields_beyond_openais_are_honoured_and_unknown_ones_refused(servers, runtime):
+    """top_k, min_p and repetition_penalty, as vLLM and llama.cpp's server take them (extra body fields): top_k
+    1 and min_p 1 leave only the likeliest token, so sampling gives the greedy text; a repetition penalty gives
+    the runtime's penalized text. A field the server does not know is refused, never ignored."""
+    client, question = servers["keyed"].client(), QUESTIONS[2]
+    greedy = direct(runtime, "chat", question, max_new_tokens=16).text
+    penalized = direct(runtime, "chat", question, max_new_tokens=16, repetition_penalty=1.5).text
+    assert penalized != greedy
+    cases = [({"temperature": 1.0, "seed": 3, "extra_body": {"top_k": 1}}, greedy),
+             ({"temperature": 1.0, "seed": 3, "extra_body": {"min_p": 1.0}}, greedy),
+             ({"extra_body": {"repetition_penalty": 1.5}}, penalized)]
+    for request, expected in cases:
+        assert ask(client, "chat", question, max_tokens=16, **request)[0] == expected, request
+    with pytest.raises(openai.BadRequestError, match="ignore_eos: Extra inputs are not permitted"):
+        ask(client, "chat", question, max_tokens=4, extra_body={"ignore_eos": True})
+    with pytest.raises(openai.BadRequestError, match="top_k"):
+        ask(client, "chat", question, max_tokens=4, extra_body={"top_k": -1})
+
+
+def test_an_answer_cut_by_max_tokens_says_length_and_models_list_the_context(servers):
+    client = servers["keyed"].client()
+    for stream in (False, True):
+        assert ask(client, "chat", STORY, stream, max_tokens=4)[1] == "length"
+    assert [(m.id, m.context_length) for m in client.models.list()] == [(MODEL, 1024)]
+
+
+def test_a_follow_up_turn_reuses_the_cached_conversation(servers, runtime):
+    """The second turn of a conversation starts with every token the first left in the KV cache: it prefills
+    only the rest, says so in usage, and answers as the runtime does from the same cache."""
+    client = servers["keyed"].client()
+    first = [{"role": "user", "content": "Name a fruit."}]
+    answer, _, _ = ask(client, "chat", first, max_tokens=12)
+    second = first + [{"role": "assistant", "content": answer}, {"role": "user", "content": "And a vegetable?"}]
+    response = client.chat.completions.create(model=MODEL, messages=second, max_tokens=12)
+    expected_first = runtime.generate(runtime.chat_ids(first), SamplingParams(max_new_tokens=12), reuse="context")
+    expected = runtime.generate(runtime.chat_ids(second), SamplingParams(max_new_tokens=12), reuse="context")
+    assert expected_first.text == answer and expected.prefilled_tokens < expected.prompt_tokens
+    assert response.choices[0].message.content == expected.text
+    cached = response.usage.prompt_tokens_details.cached_tokens
+    assert cached == expected.prompt_tokens - expected.prefilled_tokens > len(runtime.chat_ids(first))
+
+    def ttft(messages) -> float:
+        start = time.monotonic()
+        for chunk in client.chat.completions.create(model=MODEL, messages=messages, max_tokens=2, stream=True):
+            if chunk.choices and chunk.choices[0].delta.content:
+                return time.monotonic() - start
+        raise AssertionError("no token")
+
+    reused, fresh = [], []
+    for _ in range(3):
+        ask(client, "chat", first, max_tokens=12)
+        reused.append(ttft(second))
+        ask(client, "chat", QUESTIONS[0], max_tokens=2)  # another conversation: the cache no longer helps
+        fresh.append(ttft(second))
+    print(f"follow-up turn TTFT: {sorted(reused)[1] * 1000:.0f} ms reusing the cache, "
+          f"{sorted(fresh)[1] * 1000:.0f} ms prefilling it all")
+
+
+@pytest.fixture(scope="module")
+def fp32_server(smollm2_builds, tmp_path_factory):
+    server = start_server(smollm2_builds["smollm2_fp32"], tmp_path_factory.mktemp("fp32") / "server.log")
+    try:
+        wait_until_ready(server)
+        yield server
+    finally:
+        server.process.terminate()
+        server.process.wait(60)
+
+
+@pytest.mark.parametrize("kind", ["chat", "completion"])
+def test_logprobs_are_transformers_log_softmax(fp32_server, smollm2_builds, kind):
+    """logprobs (and the top alternatives) of the uncompressed float32 build, as OpenAI's client parses them,
+    against transformers' log-softmax of the same checkpoint over the prompt and the generated tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    root = smollm2_builds["smollm2_fp32"]
+    gen = Generator(Model(root))
+    client, prompt = fp32_server.client(), PROMPTS[kind]
+    if kind == "chat":
+        response = client.chat.completions.create(model="smollm2_fp32", messages=prompt, max_tokens=8,
+                                                  logprobs=True, top_logprobs=3)
+        entries = response.choices[0].logprobs.content
+        got = [(e.token, e.logprob, [(t.token, t.logprob) for t in e.top_logprobs]) for e in entries]
+        ids = gen.chat_ids(prompt)
+    else:
+        response = client.completions.create(model="smollm2_fp32", prompt=prompt, max_tokens=8, logprobs=3)
+        lp = response.choices[0].logprobs
+        got = [(t, p, list(top.items())) for t, p, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs)]
+        ids = gen.encode(prompt)
+    new = gen.generate(ids, SamplingParams(max_new_tokens=8)).token_ids
+    hf = AutoModelForCausalLM.from_pretrained(root / "source", dtype=torch.float32).eval()
+    with torch.no_grad():
+        logp = torch.log_softmax(hf(torch.tensor([ids + new])).logits[0, len(ids) - 1:-1].double(), dim=-1)
+    assert len(got) == len(new)
+    for (token, logprob, top), token_id, row in zip(got, new, logp):
+        assert token == gen.tokenizer.decode([token_id])
+        assert abs(logprob - row[token_id].item()) < 1e-3
+        best = row.topk(3)
+        assert [t for t, _ in top] == [gen.tokenizer.decode([i]) for i in best.indices.tolist()]
+        assert max(abs(p - q) for (_, p), q in zip(top, best.values.tolist())) < 1e-3
+
+
+def test_one_server_serves_several_builds_by_name_loading_one_on_first_use(smollm2_builds, tmp_path, runtime):
+    """`nitro serve A B` with no memory to spare for B: A loads at start, B on the first request for it; each
+    answers as the runtime does on its own build, and /v1/models lists both with their context."""
+    server = start_server([smollm2_builds["smollm2"], smollm2_builds["smollm2_fp32"]], tmp_path / "server.log",
+                          "--memory-mb", "0")
+    try:
+        wait_until_ready(server)
+        client = server.client()
+        assert [(m.id, m.context_length) for m in client.models.list()] == [(MODEL, 1024), ("smollm2_fp32", 1024)]
+        assert server.health()["models"]["smollm2_fp32"] == {"build": None, "loaded": False}
+        fp32 = Generator(Model(smollm2_builds["smollm2_fp32"]))
+        for name, gen in ((MODEL, runtime), ("smollm2_fp32", fp32)):
+            expected = gen.generate(gen.chat_ids(QUESTIONS[1]), SamplingParams(max_new_tokens=12)).text
+            response = client.chat.completions.create(model=name, messages=QUESTIONS[1], max_tokens=12)
+            assert response.choices[0].message.content == expected and response.model == name
+        assert server.health()["models"]["smollm2_fp32"]["loaded"]
+        with pytest.raises(openai.NotFoundError, match="this server serves 'smollm2', 'smollm2_fp32'"):
+            client.chat.completions.create(model="other", messages=QUESTIONS[1], max_tokens=2)
+        assert "smollm2_fp32, asked for the first time" in server.log.read_text()
+    finally:
+        server.process.terminate()
+        server.process.wait(60)
+
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """Headless Chromium driven by its ChromeDriver (Debian's chromium and chromium-driver; .ci/run installs
+    them), with no network but loopback."""
+    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
+        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,800"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    yield driver
+    driver.quit()
+
+
+def test_the_chat_page_streams_the_greedy_answer(servers, browser, tmp_path):
+    """The page at / (served from the package, no build step, nothing from elsewhere) takes the API key, sends a
+    question over the server's own streaming /v1/chat/completions and shows the answer the API gives for the
+    same messages, with its token counts and speed."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    server, question = servers["keyed"], QUESTIONS[0][0]["content"]
+    expected = ask(server.client(), "chat", QUESTIONS[0], max_tokens=128, temperature=0)[0]
+    browser.get(server.url + "/")
+    browser.find_element(By.ID, "api-key").send_keys(KEY)
+    browser.execute_script("document.getElementById('api-key').dispatchEvent(new Event('change'))")
+    wait = WebDriverWait(browser, 300)
+    wait.until(ready.text_to_be_present_in_element((By.ID, "model"), MODEL))
+    browser.find_element(By.ID, "message").send_keys(question)
+    browser.find_element(By.ID, "send").click()
+    wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, ".stats[data-done='true']")))
+    answer = browser.find_elements(By.CSS_SELECTOR, ".assistant")[-1].text
+    stats = browser.find_elements(By.CSS_SELECTOR, ".stats")[-1].text
+    screenshot = tmp_path / "chat-page.png"
+    browser.save_screenshot(str(screenshot))
+    print(f"chat page screenshot: {screenshot}; {stats}")
+    assert answer == expected.strip()
+    assert re.fullmatch(r"prompt \d+ tokens \(\d+ from cache\), answer \d+ tokens, first token after [\d.]+ s, "
+                        r"[\d.]+ tok/s( — cut at max tokens)?", stats), stats

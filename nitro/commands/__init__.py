@@ -27,6 +27,8 @@ def add_sampling_arguments(parser, max_new_tokens: int):
                         help="sampling temperature; 0 (the default) is greedy decoding")
     parser.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest tokens (0: all)")
     parser.add_argument("--top-p", type=float, default=1.0, help="sample within this probability mass (nucleus)")
+    parser.add_argument("--min-p", type=float, default=0.0,
+                        help="sample among tokens at least this share of the likeliest one's probability (0: off)")
     parser.add_argument("--repetition-penalty", type=float, default=1.0,
                         help="divide the scores of tokens already in the text by this (1: off)")
     parser.add_argument("--seed", type=int, default=None, help="random seed: the same seed gives the same text")
@@ -38,16 +40,16 @@ def sampling_params(args):
     from ..runtime.sampling import SamplingParams
 
     return SamplingParams.from_temperature(
-        args.temperature, max_new_tokens=args.max_new_tokens, top_k=args.top_k, top_p=args.top_p,
+        args.temperature, max_new_tokens=args.max_new_tokens, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
         repetition_penalty=args.repetition_penalty, seed=args.seed, stop=args.stop,
     )
 
 
-def load_generator(args):
+def load_generator(root, check_hashes: bool = True):
     from ..runtime.generate import Generator
     from ..runtime.model import Model
 
-    return Generator(Model(args.root, progress=True, check_hashes=args.check_hashes))
+    return Generator(Model(root, progress=True, check_hashes=check_hashes))
 
 
 def print_stream(stream) -> bool:

@@ -5,7 +5,9 @@ import argparse
 import ipaddress
 import logging
 import os
+from pathlib import Path
 
+from ..artifacts import COMPILED, ArtifactError
 from . import add_model_argument, load_generator
 
 MAX_REQUEST_BYTES = 1 << 20  # 1 MiB, some 250k tokens of text
@@ -23,6 +25,11 @@ def at_least(minimum: int, what: str):
 
 def add_arguments(parser: argparse.ArgumentParser):
     add_model_argument(parser)
+    parser.add_argument("more_roots", nargs="*", type=Path, metavar="ROOT",
+                        help="more built models to serve, each under its build's name (requests choose by `model`)")
+    parser.add_argument("--memory-mb", type=at_least(0, "the memory budget"), default=None,
+                        help="models after the first are loaded at start while their compiled weights fit in this "
+                             "many MB, the others when first asked for (default: half the memory available)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every network)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
@@ -45,20 +52,37 @@ def is_loopback(host: str) -> bool:
 
 
 def run(args) -> int:
+    import psutil
     import uvicorn
 
-    from ..serve.app import create_app
+    from ..artifacts import read_manifest, verify
+    from ..serve.app import Loaded, Slot, create_app
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
     log = logging.getLogger("nitro.serve")
-    generator = load_generator(args)
-    model = generator.model
-    name = model.manifest["name"]
-    app = create_app(generator, name, api_key=args.api_key, queue_size=args.queue_size,
-                     max_request_bytes=args.max_request_bytes, check_hashes=args.check_hashes)
+    slots = []
+    budget = args.memory_mb * 2**20 if args.memory_mb is not None else psutil.virtual_memory().available / 2
+    for root in [args.root, *args.more_roots]:
+        manifest = read_manifest(root)
+        problems = verify(root, manifest["files"], hashes=False)
+        if problems:
+            raise ArtifactError(problems[0])
+        if any(slot.name == manifest["name"] for slot in slots):
+            raise ValueError(f"{root}: a model named {manifest['name']!r} is served already")
+        slot = Slot(Path(root), manifest, args.check_hashes)
+        weights = sum(f["bytes"] for rel, f in manifest["files"].items() if rel.startswith(COMPILED))
+        if not slots or weights <= budget:  # the first always; the others while they fit in the budget
+            slot.loaded = Loaded.of(load_generator(root, args.check_hashes))
+            budget -= weights
+        slots.append(slot)
+    app = create_app(slots, api_key=args.api_key, queue_size=args.queue_size,
+                     max_request_bytes=args.max_request_bytes)
     if not args.api_key and not is_loopback(args.host):
         log.warning("listening on %s without an API key: anyone who can reach it can use the model", args.host)
-    log.info("serving %s (context %d tokens) at http://%s:%d/v1%s; kill -HUP %d reloads it after a rebuild", name,
-             model.max_seq_len, args.host, args.port, "; API key required" if args.api_key else "", os.getpid())
+    for slot in slots:
+        log.info("serving %s (context %d tokens%s)", slot.name, slot.manifest["max_seq_len"],
+                 "" if slot.loaded else "; loaded when first asked for: memory is short")
+    log.info("at http://%s:%d/v1%s; kill -HUP %d reloads the builds after a rebuild", args.host, args.port,
+             "; API key required" if args.api_key else "", os.getpid())
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0

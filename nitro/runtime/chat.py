@@ -52,7 +52,7 @@ class ChatSession:
         Raises HistoryFull before anything runs when the conversation, this message and `max_new_tokens` do not
         fit the model's max_seq_len."""
         turn = [{"role": "user", "content": text}]
-        stream = self.gen.stream(self.gen.chat_ids(self.messages + turn), params, reuse_cache=True,
+        stream = self.gen.stream(self.gen.chat_ids(self.messages + turn), params, reuse="prefix",
                                  overflow=HistoryFull)
         return self._record(turn, stream)
 

@@ -34,11 +34,13 @@ class Completion:
         return steps / self.decode_s if steps > 0 and self.decode_s > 0 else 0.0
 
     def summary(self, context: str = "") -> str:
-        """One line: prompt tokens (and how many were actually prefilled), new tokens, TTFT, decode speed."""
+        """One line: prompt tokens (and how many were actually prefilled), new tokens (and whether the answer was
+        cut at the token limit), TTFT, decode speed, then `context`."""
         cached = self.prompt_tokens - self.prefilled_tokens
         reused = f" ({self.prefilled_tokens} prefilled, {cached} from cache)" if cached else ""
+        cut = ", cut at max_new_tokens" if self.finish_reason == "length" else ""
         return (f"[prompt {self.prompt_tokens} tokens{reused}, {len(self.token_ids)} new tokens, "
-                f"TTFT {self.ttft_s:.2f} s, decode {self.decode_tokens_per_s:.1f} tok/s{context}]")
+                f"TTFT {self.ttft_s:.2f} s, decode {self.decode_tokens_per_s:.1f} tok/s{cut}{context}]")
 
 
 def load_tokenizer(folder: Path):
@@ -55,6 +57,9 @@ def chat_ids(tokenizer, messages: list[dict]) -> list[int]:
     """The model's own chat template, with the assistant's turn opened."""
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+REUSE = ("none", "context", "prefix")  # how a prompt may use the KV cache the previous one left (_prefill)
 
 
 class Generator:
@@ -74,16 +79,22 @@ class Generator:
         self.context = []
         self.model.reset()
 
-    def _prefill(self, prompt_ids: list[int], reuse_cache: bool) -> tuple[np.ndarray, int]:
-        """Run the prompt, or with `reuse_cache` only its part past the longest prefix it shares with the
-        cache; returns the last logits and the tokens run. Rewinding to that prefix (not only extending the
-        whole cache) keeps the cache when a chat template re-tokenizes the last answer differently, or when
-        an earlier answer was interrupted: cache slots past the position are masked, so nothing needs clearing."""
+    def _prefill(self, prompt_ids: list[int], reuse: str) -> tuple[np.ndarray, int]:
+        """Run the prompt, or only its part past what the cache holds of it; returns the last logits and the
+        tokens run. `reuse`: "none" runs it all; "context" skips the cached tokens when all of them begin the
+        prompt (the next turn of the same conversation), so a prompt's answer does not depend on an unrelated
+        previous one; "prefix" rewinds to the longest prefix the prompt shares with the cache, which also keeps
+        the cache when a chat template re-tokenizes the last answer differently or an answer was interrupted
+        (slots past the position are masked, so nothing needs clearing)."""
+        if reuse not in REUSE:
+            raise ValueError(f"reuse = {reuse!r}: one of {', '.join(REUSE)}")
         shared = 0
-        if reuse_cache:
-            limit = min(len(self.context), len(prompt_ids) - 1)  # at least one token must run for logits
+        limit = min(len(self.context), len(prompt_ids) - 1)  # at least one token must run for logits
+        if reuse == "prefix":
             while shared < limit and self.context[shared] == prompt_ids[shared]:
                 shared += 1
+        elif reuse == "context" and len(self.context) <= limit and prompt_ids[:len(self.context)] == self.context:
+            shared = len(self.context)
         self.context = list(prompt_ids[:shared])
         self.model.rewind(shared)
         logits = self.model.forward(prompt_ids[shared:])
@@ -94,36 +105,57 @@ class Generator:
         """How many tokens can be generated after a prompt of this length (may be 0 or less)."""
         return self.model.max_seq_len - prompt_tokens
 
-    def stream(self, prompt_ids: list[int], params: SamplingParams, reuse_cache: bool = False,
-               overflow: type[ContextOverflow] = ContextOverflow) -> "Stream":
+    def stream(self, prompt_ids: list[int], params: SamplingParams, reuse: str = "none",
+               overflow: type[ContextOverflow] = ContextOverflow, logprobs: int | None = None) -> "Stream":
         """Check the prompt and its token budget fit, before anything runs (raising ContextOverflow, or the
         `overflow` subclass the caller names), then return the stream that generates when iterated."""
         if not prompt_ids:
             raise ValueError("the prompt is empty: give at least one token")
         params.check_vocabulary(self.model.vocab_size)
         check_fits(len(prompt_ids), params.max_new_tokens, self.model.max_seq_len, overflow)
-        return Stream(self, prompt_ids, params, reuse_cache)
+        return Stream(self, prompt_ids, params, reuse, logprobs)
 
-    def generate(self, prompt_ids: list[int], params: SamplingParams, reuse_cache: bool = False) -> Completion:
-        s = self.stream(prompt_ids, params, reuse_cache)
+    def generate(self, prompt_ids: list[int], params: SamplingParams, reuse: str = "none") -> Completion:
+        s = self.stream(prompt_ids, params, reuse)
         for _ in s:
             pass
         return s.completion
 
 
+@dataclass
+class TokenLogprob:
+    """A generated token's log-probability under the model (log-softmax of its logits, before any sampling
+    setting), and the `top` likeliest tokens' at that position, likeliest first; tokens as (id, text)."""
+
+    token: tuple[int, str]
+    logprob: float
+    top: list[tuple[tuple[int, str], float]]
+
+
+def token_logprob(logits: np.ndarray, token: int, top: int, decode) -> TokenLogprob:
+    logits = logits.astype(np.float64)
+    logp = logits - (logits.max() + np.log(np.exp(logits - logits.max()).sum()))
+    best = np.argpartition(-logp, top)[:top] if top else np.array([], dtype=np.int64)
+    best = best[np.argsort(-logp[best])]
+    return TokenLogprob((token, decode([token])), float(logp[token]),
+                        [((int(i), decode([int(i)])), float(logp[i])) for i in best])
+
+
 class Stream:
     """Iterate for text deltas as they are generated; `completion` is set once iteration ends.
-    Closing the iterator early (a client went away) stops generation."""
+    Closing the iterator early (a client went away) stops generation. With `logprobs` (the number of likeliest
+    alternatives wanted, 0 for none), `logprobs_so_far` grows by each generated token's TokenLogprob."""
 
-    def __init__(self, gen: Generator, prompt_ids, params: SamplingParams, reuse_cache: bool):
-        self.gen, self.prompt_ids, self.params, self.reuse_cache = gen, list(prompt_ids), params, reuse_cache
+    def __init__(self, gen: Generator, prompt_ids, params: SamplingParams, reuse: str, logprobs: int | None = None):
+        self.gen, self.prompt_ids, self.params, self.reuse = gen, list(prompt_ids), params, reuse
+        self.logprobs, self.logprobs_so_far = logprobs, []
         self.completion: Completion | None = None
 
     def __iter__(self) -> Iterator[str]:
         gen, p = self.gen, self.params
         sampler = Sampler(p)
         start = time.perf_counter()
-        logits, prefilled = gen._prefill(self.prompt_ids, self.reuse_cache)
+        logits, prefilled = gen._prefill(self.prompt_ids, self.reuse)
         history = list(self.prompt_ids)
         new: list[int] = []
         emitted, finish, first_at = "", "length", None
@@ -136,6 +168,8 @@ class Stream:
                 break
             new.append(token)
             history.append(token)
+            if self.logprobs is not None:
+                self.logprobs_so_far.append(token_logprob(logits, token, self.logprobs, gen.tokenizer.decode))
             text, stopped = self._text(new)
             ready = text if stopped else self._settled(text)
             if len(ready) > len(emitted):

@@ -1,4 +1,5 @@
-"""Next-token choice from logits: greedy, or sampling with temperature, top-k, top-p and repetition penalty."""
+"""Next-token choice from logits: greedy, or sampling with temperature, top-k, top-p, min-p and repetition
+penalty, applied in transformers' order."""
 from __future__ import annotations
 
 import math
@@ -16,6 +17,7 @@ class SamplingParams:
     temperature: float = 1.0
     top_k: int = 0  # 0: no top-k cut
     top_p: float = 1.0
+    min_p: float = 0.0  # keep tokens at least this share of the likeliest one's probability (0: off)
     repetition_penalty: float = 1.0
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
@@ -24,7 +26,7 @@ class SamplingParams:
     def __post_init__(self):
         """The one check of every sampling value, for the commands, the Python API and the server alike (the
         vocabulary's size, which top_k must not exceed, is checked by `check_vocabulary`)."""
-        for name in ("temperature", "top_p", "repetition_penalty"):
+        for name in ("temperature", "top_p", "min_p", "repetition_penalty"):
             value = getattr(self, name)
             if not math.isfinite(value):
                 raise ValueError(f"{name} = {value}: must be a finite number")
@@ -34,6 +36,8 @@ class SamplingParams:
             raise ValueError(f"temperature = {self.temperature}: must be > 0 when sampling")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p = {self.top_p}: must be in (0, 1]")
+        if not 0 <= self.min_p <= 1:
+            raise ValueError(f"min_p = {self.min_p}: must be in [0, 1] (0 is off)")
         if self.top_k < 0:
             raise ValueError(f"top_k = {self.top_k}: must be >= 0 (0 keeps every token)")
         if self.repetition_penalty <= 0:
@@ -80,4 +84,7 @@ class Sampler:
             kept = np.zeros_like(probs)
             kept[keep] = probs[keep]
             probs = kept / kept.sum()
+        if p.min_p:
+            probs = np.where(probs >= p.min_p * probs.max(), probs, 0.0)
+            probs /= probs.sum()
         return int(self.rng.choice(len(probs), p=probs))

@@ -9,6 +9,7 @@ import logging
 import signal
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,7 +25,7 @@ from .routes import router
 from .worker import Worker
 
 log = logging.getLogger("nitro.serve")
-OPEN_PATHS = {"/health"}  # answered without the API key, for load balancers and probes
+OPEN_PATHS = {"/", "/health"}  # answered without the API key: the chat page (which asks for it), and probes
 
 
 @dataclass
@@ -55,62 +56,91 @@ class Loaded:
                            param=field, code="context_length_exceeded")
 
 
+def load(root: Path, check_hashes: bool) -> Loaded:
+    return Loaded.of(Generator(Model(root, check_hashes=check_hashes)))
+
+
 @dataclass
-class Served:
-    """The build a server answers with, and the worker its requests take turns on. `reload` loads the build's
-    folder again, as a rebuild has left it, while the loaded one keeps answering."""
+class Slot:
+    """One build the server serves under its name: loaded at start, or on the first request that asks for it;
+    `reload` loads its folder again, as a rebuild has left it, while the loaded one keeps answering."""
 
-    loaded: Loaded
-    name: str
-    worker: Worker
+    root: Path
+    manifest: dict
     check_hashes: bool = True
-    created: int = field(default_factory=lambda: int(time.time()))
-    reloading: bool = False
+    loaded: Loaded | None = None
+    loading: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    async def reload(self):
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    async def get(self) -> Loaded:
+        if self.loaded is None:
+            async with self.loading:
+                if self.loaded is None:
+                    log.info("loading %s, asked for the first time", self.root)
+                    try:
+                        self.loaded = await asyncio.to_thread(load, self.root, self.check_hashes)
+                    except (ArtifactError, ValueError, OSError) as exc:
+                        raise ApiError(503, f"model {self.name!r} cannot be loaded: {exc}", kind="server_error")
+        return self.loaded
+
+    async def reload(self, worker: Worker):
         """Load the build again on a thread of its own, then swap it in between two requests: the requests
         already waiting finish on the build they were tokenized for. A build that does not load (a rebuild
         still running, a damaged file) leaves the loaded one in place."""
-        if self.reloading:
+        if self.loaded is None or self.loading.locked():
             return
-        self.reloading = True
-        root = self.loaded.generator.model.root
-        try:
-            log.info("reloading %s", root)
-            model = await asyncio.to_thread(Model, root, check_hashes=self.check_hashes)
-            loaded = await asyncio.to_thread(lambda: Loaded.of(Generator(model)))
-            async with self.worker.turn:
-                self.loaded = loaded
-            log.info("reloaded %s: serving build %s", root, loaded.build)
-        except (ArtifactError, ValueError, OSError) as exc:
-            log.error("reload of %s failed, still serving build %s: %s", root, self.loaded.build, exc)
-        finally:
-            self.reloading = False
-
-    def card(self) -> dict:
-        model = self.loaded.generator.model
-        return {"id": self.name, "object": "model", "created": self.created, "owned_by": "nitro",
-                "context_length": model.max_seq_len}
-
-    def check_model(self, name: str):
-        if name != self.name:
-            raise ApiError(404, f"model {name!r} is not served here; this server serves {self.name!r}",
-                           param="model", code="model_not_found")
+        async with self.loading:
+            try:
+                log.info("reloading %s", self.root)
+                loaded = await asyncio.to_thread(load, self.root, self.check_hashes)
+                async with worker.turn:
+                    self.loaded = loaded
+                log.info("reloaded %s: serving build %s", self.root, loaded.build)
+            except (ArtifactError, ValueError, OSError) as exc:
+                log.error("reload of %s failed, still serving build %s: %s", self.root, self.loaded.build, exc)
 
 
-def create_app(generator: Generator, model_name: str, api_key: str | None, queue_size: int,
-               max_request_bytes: int, check_hashes: bool = True) -> FastAPI:
-    served = Served(Loaded.of(generator), model_name, Worker(queue_size), check_hashes)
+@dataclass
+class Served:
+    """The builds a server answers with, by name, and the worker their requests take turns on."""
+
+    slots: dict[str, Slot]
+    worker: Worker
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def slot(self, name: str) -> Slot:
+        if name not in self.slots:
+            raise ApiError(404, f"model {name!r} is not served here; this server serves "
+                                f"{', '.join(map(repr, self.slots))}", param="model", code="model_not_found")
+        return self.slots[name]
+
+    def cards(self) -> list[dict]:
+        return [{"id": name, "object": "model", "created": self.created, "owned_by": "nitro",
+                 "context_length": slot.manifest["max_seq_len"]} for name, slot in self.slots.items()]
+
+    async def reload(self):
+        for slot in self.slots.values():
+            await slot.reload(self.worker)
+
+
+def create_app(slots: list[Slot], api_key: str | None, queue_size: int, max_request_bytes: int) -> FastAPI:
+    """The application over `slots`, the builds to serve (those loaded already, and those to load when first
+    asked for)."""
+    served = Served({slot.name: slot for slot in slots}, Worker(queue_size))
+    names = ", ".join(served.slots)
 
     @contextlib.asynccontextmanager
     async def reload_on_hangup(app: FastAPI):
-        """SIGHUP reloads the build (where the platform has it)."""
+        """SIGHUP reloads the loaded builds (where the platform has it)."""
         loop = asyncio.get_running_loop()
         if hasattr(signal, "SIGHUP"):
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(served.reload()))
         yield
 
-    app = FastAPI(title="NITRO", summary=f"OpenAI-compatible API serving {model_name}", lifespan=reload_on_hangup)
+    app = FastAPI(title="NITRO", summary=f"OpenAI-compatible API serving {names}", lifespan=reload_on_hangup)
     app.state.served = served
     app.include_router(router)
     add_error_handlers(app)

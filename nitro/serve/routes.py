@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from contextlib import aclosing
+from pathlib import Path
 from typing import TYPE_CHECKING, AsyncIterator, Callable
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from jinja2 import TemplateError
 
 from nitro.runtime.generate import Stream, chat_ids, encode
@@ -26,21 +27,33 @@ def served(request: Request) -> "Served":
     return request.app.state.served
 
 
+CHAT_PAGE = Path(__file__).parent / "static" / "chat.html"
+
+
+@router.get("/", include_in_schema=False)
+async def chat_page():
+    """A page to chat in, over this server's own /v1/chat/completions (one static file, nothing from elsewhere)."""
+    return FileResponse(CHAT_PAGE, media_type="text/html")
+
+
 @router.get("/health")
 async def health(request: Request):
     s = served(request)
-    return {"status": "ok", "model": s.name, "build": s.loaded.build, "requests": s.worker.admitted}
+    return {"status": "ok", "requests": s.worker.admitted,
+            "models": {name: {"build": slot.loaded.build if slot.loaded else None, "loaded": slot.loaded is not None}
+                       for name, slot in s.slots.items()}}
 
 
 @router.get("/v1/models")
 async def models(request: Request):
-    return {"object": "list", "data": [served(request).card()]}
+    return {"object": "list", "data": served(request).cards()}
 
 
 @router.get("/v1/models/{name}")
 async def model(name: str, request: Request):
-    served(request).check_model(name)
-    return served(request).card()
+    s = served(request)
+    s.slot(name)
+    return next(card for card in s.cards() if card["id"] == name)
 
 
 @router.post("/v1/completions")
@@ -63,8 +76,7 @@ async def answer(request: Request, body: Sampling, reply: Reply, text_bytes: int
     the last byte is sent or the client has gone. The request keeps the build it started on, even if the server
     reloads meanwhile."""
     s = served(request)
-    s.check_model(body.model)
-    loaded = s.loaded
+    loaded = await s.slot(body.model).get()
     loaded.check_fits(text_bytes, field)
     release = s.worker.admit()
     try:
@@ -80,7 +92,7 @@ async def answer(request: Request, body: Sampling, reply: Reply, text_bytes: int
         release()
     if stream.completion is None:  # the client went away; nobody reads this
         return Response(status_code=499)
-    return JSONResponse(reply.whole(text, stream.completion))
+    return JSONResponse(reply.whole(text, stream.completion, logprobs_of(stream)))
 
 
 async def start(worker: Worker, loaded: "Loaded", body: Sampling, tokenize: Callable[..., list[int]],
@@ -94,7 +106,9 @@ async def start(worker: Worker, loaded: "Loaded", body: Sampling, tokenize: Call
     gen = loaded.generator
     max_new = body.max_tokens or max(gen.room(len(ids)), 1)
     try:
-        return gen.stream(ids, body.sampling_params(max_new))
+        # The KV cache keeps the previous request's tokens: a prompt that starts with all of them (the next turn
+        # of a conversation) prefills only the rest.
+        return gen.stream(ids, body.sampling_params(max_new), reuse="context", logprobs=body.logprobs_wanted())
     except ContextOverflow as exc:
         param = "max_tokens" if body.max_tokens else field
         raise ApiError(400, f"{param}: {exc}", param=param, code="context_length_exceeded")
@@ -105,13 +119,21 @@ async def start(worker: Worker, loaded: "Loaded", body: Sampling, tokenize: Call
 async def events(worker: Worker, body: Sampling, reply: Reply, stream: Stream) -> AsyncIterator[str]:
     if reply.chat:
         yield sse(reply.chunk(opening=True))
+    sent = 0  # the tokens whose log-probabilities went out with the chunks so far
     async with aclosing(worker.run(stream)) as deltas:
         async for delta in deltas:
-            yield sse(reply.chunk(delta))
-    yield sse(reply.chunk(finish_reason=stream.completion.finish_reason))
+            entries = logprobs_of(stream, sent)
+            sent += len(entries or [])
+            yield sse(reply.chunk(delta, logprobs=entries))
+    yield sse(reply.chunk(finish_reason=stream.completion.finish_reason, logprobs=logprobs_of(stream, sent)))
     if body.include_usage:
         yield sse(reply.usage_chunk(stream.completion))
     yield sse("[DONE]")
+
+
+def logprobs_of(stream: Stream, start: int = 0):
+    """The log-probabilities of the stream's tokens from `start` on, when the request asked for them."""
+    return None if stream.logprobs is None else stream.logprobs_so_far[start:]
 
 
 def sse(data: dict | str) -> str:
