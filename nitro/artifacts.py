@@ -154,6 +154,15 @@ class DiskFull(OSError):
     """An output did not fit on its file system; nothing of it was kept."""
 
 
+def _out_of_space(exc: Exception, folder: Path) -> bool:
+    """Whether a write into `folder` failed for want of space: ENOSPC, or a library's own write error that drops
+    the errno (OpenVINO's save_model says "iostream error") on a file system that is full or was (a job running
+    beside this one may have freed some space since)."""
+    if getattr(exc, "errno", None) == errno.ENOSPC:
+        return True
+    return "iostream error" in str(exc) or os.statvfs(folder).f_bavail == 0
+
+
 def free_mb(folder: Path) -> float:
     """Space the file system holding `folder` has left for this process's user."""
     return shutil.disk_usage(folder).free / 2**20
@@ -175,7 +184,7 @@ def atomic_dir(final: Path):
             shutil.rmtree(final)
         os.replace(scratch, final)
     except Exception as exc:
-        if getattr(exc, "errno", None) == errno.ENOSPC or os.statvfs(scratch).f_bavail == 0:
+        if _out_of_space(exc, scratch):
             raise DiskFull(errno.ENOSPC, f"no space left on the file system of {final.parent} while writing "
                                          f"{final.name}") from exc
         raise
