@@ -66,7 +66,7 @@ def test_original_readme_example_runs_on_the_default_model(smollm2_builds, monke
     # the chat template was applied: the answer is the runtime's greedy answer to the templated question
     gen = llama.generator
     answer = gen.generate(gen.chat_ids([{"role": "user", "content": question}]), SamplingParams(max_new_tokens=30))
-    assert stdout[len(printed):] == answer.text + "\n"
+    assert stdout[len(printed):] == answer.text + "\n" and "Paris" in answer.text  # the instruct model answers
 
 
 @pytest.fixture(scope="module")

@@ -235,6 +235,12 @@ class Recipe:
         """Device name and the OpenVINO properties every compile of this model uses."""
         s = self.settings
         props = {"PERFORMANCE_HINT": "LATENCY"}
+        if s["device"] == "CPU":
+            # The CPU plugin quantizes activations to 8 bits for compressed weights by default where the CPU has
+            # VNNI (AVX-512, AMX): SmolLM2 with INT8 weights then answers "What is the capital of France?" with
+            # "L'Étoile, la Marseillaise, la femme, la femme..." instead of "The capital of France is Paris.",
+            # and decodes no faster (90 vs 96 tok/s, nitro bench). Off, the weights alone are compressed.
+            props["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = "0"
         if s["inference_precision"] != "default":
             props["INFERENCE_PRECISION_HINT"] = s["inference_precision"]
         if s.get("npuw_on_cpu"):
