@@ -1,10 +1,10 @@
 """A bounded soak of `nitro serve` on 127.0.0.1: concurrent clients mixing streaming and non-streaming chat and
-completions, clients that drop mid-stream, bad requests, and more clients than the queue holds. It prints the
-counts by kind and status, the latency percentiles, and the server's RSS over the run, then checks: no 5xx, every
-completed greedy answer equal to the runtime's own answer for the same request, RSS growth under 10 % from the
-first minute to the last.
+completions, clients that drop mid-stream, bad requests, and more clients than the queue holds (a refused one
+backs off for a second). It prints the counts by kind and status, the latency percentiles, and the server's RSS
+over the run, then checks: no 5xx, every completed greedy answer equal to the runtime's own answer for the same
+request, RSS growth under 10 % from the first minute to the last.
 
-    python benchmarks/soak.py [results/smollm2] [--requests 300] [--clients 6] [--queue-size 3] [--minutes 6]
+    python benchmarks/soak.py [results/smollm2] [--requests 1500] [--clients 6] [--queue-size 4] [--minutes 5]
 
 It stops after `--requests` requests or `--minutes`, whichever comes first; exit status 1 when a check fails.
 """
@@ -145,10 +145,10 @@ def send(url: str, model: str, spec: dict, answers: dict) -> Outcome:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path, nargs="?", default=REPO / "results/smollm2")
-    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--requests", type=int, default=1500)
     parser.add_argument("--clients", type=int, default=6)
-    parser.add_argument("--queue-size", type=int, default=3)
-    parser.add_argument("--minutes", type=float, default=6.0)
+    parser.add_argument("--queue-size", type=int, default=4)
+    parser.add_argument("--minutes", type=float, default=5.0)
     args = parser.parse_args(argv)
     model = read_manifest(args.root)["name"]
     print(f"runtime answers for {len(QUESTIONS) + len(PROMPTS)} prompts ...", flush=True)
@@ -181,9 +181,16 @@ def main(argv=None) -> int:
         sampler.start()
         stop_at = start + 60 * args.minutes
         plan = requests_plan(args.requests)
+        def client(spec: dict) -> Outcome | None:
+            if time.monotonic() >= stop_at:
+                return None
+            outcome = send(url, model, spec, answers)
+            if outcome.status == 429:  # refused while the queue is full: back off, as a client would
+                time.sleep(1)
+            return outcome
+
         with ThreadPoolExecutor(args.clients) as pool:
-            outcomes = [o for o in pool.map(lambda spec: send(url, model, spec, answers)
-                                            if time.monotonic() < stop_at else None, plan) if o]
+            outcomes = [o for o in pool.map(client, plan) if o]
         done.set()
         sampler.join()
         elapsed = time.monotonic() - start
