@@ -1,1 +1,1 @@
-"""`nitro serve`: an OpenAI-compatible HTTP API over one built model, on FastAPI + uvicorn."""
+"""`nitro serve`: an OpenAI-compatible HTTP API and a chat page over built models, on FastAPI + uvicorn."""

@@ -1,5 +1,6 @@
-"""The FastAPI application: one loaded model (`Served`) behind the routes of nitro/serve/routes.py, the API key
-check, and the error handlers that turn every refusal into an OpenAI-style error body naming the problem."""
+"""The FastAPI application: the builds it serves (`Served`, a `Slot` each, loaded now or on first use) behind the
+routes of nitro/serve/routes.py, the API key check, the request size limit, and the error handlers that turn
+every refusal into an OpenAI-style error body naming the problem."""
 from __future__ import annotations
 
 import asyncio

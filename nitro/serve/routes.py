@@ -1,5 +1,5 @@
-"""The HTTP routes: OpenAI's /v1/models, /v1/completions and /v1/chat/completions, plus /health. Each answers
-from the `Served` model of its app (nitro/serve/app.py)."""
+"""The HTTP routes: the chat page at /, OpenAI's /v1/models, /v1/completions and /v1/chat/completions, and
+/health. Each answers from the builds its app serves (`Served`, nitro/serve/app.py)."""
 from __future__ import annotations
 
 import json
