@@ -188,7 +188,11 @@ class Qwen2Pipeline(Pipeline):
     family = "qwen2"
 
 
-PIPELINES = {c.family: c for c in (LlamaPipeline, Qwen2Pipeline)}
+class Qwen3Pipeline(Pipeline):
+    family = "qwen3"
+
+
+PIPELINES = {c.family: c for c in (LlamaPipeline, Qwen2Pipeline, Qwen3Pipeline)}
 
 
 def load_pipeline(root, generation_config: GenerationConfig | None = None,

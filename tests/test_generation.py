@@ -15,8 +15,9 @@ from conftest import nitro
 from nitro import GenerationConfig, load_pipeline
 from nitro.runtime import ContextOverflow
 from nitro.runtime.sampling import Sampler, SamplingParams
+from nitro.testing import TINY
 
-FAMILIES = ("llama", "qwen2")
+FAMILIES = tuple(TINY)
 PASSAGE = [
     "The history of science covers the development of science from ancient times to the present.",
     "It encompasses all three major branches of science: natural, social, and formal.",

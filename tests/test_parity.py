@@ -10,8 +10,9 @@ from transformers import AutoModelForCausalLM
 from nitro.runtime import Model
 from nitro.runtime.generate import Generator
 from nitro.runtime.sampling import SamplingParams
+from nitro.testing import TINY
 
-FAMILIES = ("llama", "qwen2")
+FAMILIES = tuple(TINY)
 PROMPTS = [
     "The weather outside is super cold, but",
     "Once upon a time, in a small village,",

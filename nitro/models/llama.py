@@ -76,13 +76,17 @@ class Attention(nn.Module):
         self.qkv_proj = nn.Linear(d, (spec.num_heads + 2 * spec.num_kv_heads) * hd, bias=spec.qkv_bias)
         self.o_proj = nn.Linear(spec.num_heads * hd, d, bias=spec.o_bias)
 
+    def heads_of(self, x):
+        """x [1,T,D] -> q [1,H,T,hd], k and v [1,KV,T,hd], before RoPE."""
+        T, H, KV, hd = x.shape[1], self.heads, self.kv_heads, self.head_dim
+        q, k, v = self.qkv_proj(x).split([H * hd, KV * hd, KV * hd], dim=-1)
+        return (q.view(1, T, H, hd).transpose(1, 2), k.view(1, T, KV, hd).transpose(1, 2),
+                v.view(1, T, KV, hd).transpose(1, 2))
+
     def forward(self, x, cos, sin, past_k, past_v, bias):
         # x [1,T,D]; cos/sin [1,1,T,hd]; past_k/v [1,KV,C,hd]; bias [1,1,g*T,C+T]
         T, H, KV, hd = x.shape[1], self.heads, self.kv_heads, self.head_dim
-        q, k, v = self.qkv_proj(x).split([H * hd, KV * hd, KV * hd], dim=-1)
-        q = q.view(1, T, H, hd).transpose(1, 2)  # [1,H,T,hd]
-        k = k.view(1, T, KV, hd).transpose(1, 2)  # [1,KV,T,hd]
-        v = v.view(1, T, KV, hd).transpose(1, 2)
+        q, k, v = self.heads_of(x)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         # Query heads sharing a KV head are stacked along the row axis: no repeated K/V (GQA).
@@ -119,9 +123,13 @@ class DecoderLayer(nn.Module):
     def __init__(self, spec: ModelSpec, f16_safe: bool):
         super().__init__()
         self.input_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps, f16_safe)
-        self.self_attn = Attention(spec)
+        self.self_attn = self.attention(spec, f16_safe)
         self.post_attention_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps, f16_safe)
         self.mlp = MLP(spec)
+
+    def attention(self, spec: ModelSpec, f16_safe: bool) -> Attention:
+        """The layer's attention; a family whose attention differs overrides this."""
+        return Attention(spec)
 
     def forward(self, x, cos, sin, past_k, past_v, bias):
         a, k, v = self.self_attn(self.input_layernorm(x), cos, sin, past_k, past_v, bias)
@@ -184,10 +192,12 @@ class DecoderChunk(nn.Module):
     -> (x [1,T,D], kv [2*count,KV,T,hd]: layer j's new keys at 2j, its values at 2j+1).
     Past slot s is valid iff s < position_ids[0, 0]."""
 
+    layer = DecoderLayer  # a family whose layers differ sets its own
+
     def __init__(self, spec: ModelSpec, first: int, count: int, f16_safe: bool):
         super().__init__()
         self.first, self.count, self.group = first, count, spec.num_heads // spec.num_kv_heads
-        self.layers = nn.ModuleList(DecoderLayer(spec, f16_safe) for _ in range(count))
+        self.layers = nn.ModuleList(self.layer(spec, f16_safe) for _ in range(count))
         self.register_buffer("inv_freq", rope_inv_freq(spec), persistent=False)
 
     def forward(self, x, position_ids, *past):

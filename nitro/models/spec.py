@@ -102,3 +102,13 @@ def qwen2_spec(config: dict) -> ModelSpec:
         raise UnsupportedModel("Qwen2 with use_sliding_window=true is not supported")
     _check_mlp(config)
     return ModelSpec(family="qwen2", qkv_bias=True, o_bias=False, **common_fields(config))
+
+
+def qwen3_spec(config: dict) -> ModelSpec:
+    """Qwen3: Llama's layers with per-head q/k norms (nitro/models/qwen3.py), q/k/v/o biases only if
+    attention_bias."""
+    if config.get("use_sliding_window"):
+        raise UnsupportedModel("Qwen3 with use_sliding_window=true is not supported")
+    _check_mlp(config)
+    bias = bool(config.get("attention_bias", False))
+    return ModelSpec(family="qwen3", qkv_bias=bias, o_bias=bias, **common_fields(config))
