@@ -10,7 +10,7 @@ SUBCOMMANDS = {
     "generate": "generate a completion for a prompt, streamed",
     "chat": "chat with a built model in the terminal",
     "bench": "measure TTFT, decode speed, load time and memory of a built model",
-    "serve": "serve a built model over an OpenAI-compatible HTTP API",
+    "serve": "serve built models over an OpenAI-compatible HTTP API, with a chat page at /",
     "verify": "check a build's files against its manifest (size and sha256)",
 }
 
