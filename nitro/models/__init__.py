@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 from typing import Callable, NamedTuple
 
-from .spec import ModelSpec, UnsupportedModel, llama_spec, qwen2_spec, qwen3_spec
+from .spec import ModelSpec, UnsupportedModel, llama_spec, mistral_spec, qwen2_spec, qwen3_spec
 
 
 class Family(NamedTuple):
@@ -15,9 +15,10 @@ class Family(NamedTuple):
     graph_module: str  # the module (in this package) defining its Embedding, DecoderChunk and Head
 
 
-# HF model_type -> its family. Qwen2 is Llama's graph with q/k/v biases; Qwen3 adds per-head q/k norms.
+# HF model_type -> its family. Qwen2 is Llama's graph with q/k/v biases, Mistral with a sliding window; Qwen3 adds
+# per-head q/k norms.
 FAMILIES = {"llama": Family(llama_spec, "llama"), "qwen2": Family(qwen2_spec, "llama"),
-            "qwen3": Family(qwen3_spec, "qwen3")}
+            "mistral": Family(mistral_spec, "llama"), "qwen3": Family(qwen3_spec, "qwen3")}
 
 
 def spec_for(config: dict) -> ModelSpec:

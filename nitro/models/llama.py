@@ -1,5 +1,5 @@
 """Llama 3 / 3.1 / 3.2 as three kinds of exportable chunk: embedding, a group of decoder layers, norm + LM head.
-Qwen2 / 2.5 is the same graph with q/k/v biases (the spec says which).
+Qwen2 / 2.5 is the same graph with q/k/v biases, Mistral with a sliding attention window (the spec says which).
 
 Plain tensors in and out, explicit KV tensors; every shape follows from the inputs, so the same modules export
 static graphs (an NPU) or dynamic ones. Numerics follow transformers' Llama: rotate-half RoPE computed in the
@@ -197,6 +197,7 @@ class DecoderChunk(nn.Module):
     def __init__(self, spec: ModelSpec, first: int, count: int, f16_safe: bool):
         super().__init__()
         self.first, self.count, self.group = first, count, spec.num_heads // spec.num_kv_heads
+        self.window = spec.sliding_window  # None: every earlier token is seen
         self.layers = nn.ModuleList(self.layer(spec, f16_safe) for _ in range(count))
         self.register_buffer("inv_freq", rope_inv_freq(spec), persistent=False)
 
@@ -208,9 +209,16 @@ class DecoderChunk(nn.Module):
         # One additive mask for every layer: past slots valid below the first position, causal among the new
         # tokens; rows are the g query heads sharing a KV head, each T tokens.
         slots = torch.arange(C, dtype=position_ids.dtype)
-        past_bias = torch.where(slots < position_ids[:, :1], 0.0, MASKED).view(1, C).expand(self.group * T, C)
         causal = torch.ones(T, T, dtype=torch.bool).tril()
-        new_bias = torch.where(causal, 0.0, MASKED).repeat(self.group, 1)  # [g*T,T]
+        if self.window is None:
+            past_bias = torch.where(slots < position_ids[:, :1], 0.0, MASKED).view(1, C).expand(self.group * T, C)
+            new_bias = torch.where(causal, 0.0, MASKED).repeat(self.group, 1)  # [g*T,T]
+        else:  # a sliding window: token at position p sees the positions after p - window, itself included
+            pos = position_ids[0]  # [T]; cache slot s holds position s
+            seen_past = (slots < position_ids[:, :1]) & (pos[:, None] - slots < self.window)  # [T,C]
+            seen_new = causal & (pos[:, None] - pos[None, :] < self.window)  # [T,T]
+            past_bias = torch.where(seen_past, 0.0, MASKED).repeat(self.group, 1)
+            new_bias = torch.where(seen_new, 0.0, MASKED).repeat(self.group, 1)
         bias = torch.cat((past_bias, new_bias), dim=-1).view(1, 1, self.group * T, C + T)
         new_kv = []
         for i, layer in enumerate(self.layers):

@@ -30,6 +30,7 @@ class ModelSpec:
     qkv_bias: bool
     o_bias: bool
     rope_scaling: dict = field(default_factory=dict)
+    sliding_window: int | None = None  # attention sees only the last this many positions (Mistral)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -112,3 +113,10 @@ def qwen3_spec(config: dict) -> ModelSpec:
     _check_mlp(config)
     bias = bool(config.get("attention_bias", False))
     return ModelSpec(family="qwen3", qkv_bias=bias, o_bias=bias, **common_fields(config))
+
+
+def mistral_spec(config: dict) -> ModelSpec:
+    """Mistral: Llama's graph with, where the config sets one, a sliding attention window."""
+    _check_mlp(config)
+    return ModelSpec(family="mistral", qkv_bias=False, o_bias=False, sliding_window=config.get("sliding_window"),
+                     **common_fields(config))
