@@ -1,4 +1,4 @@
-"""`nitro serve ROOT`: load a built model and serve it over an OpenAI-compatible HTTP API with uvicorn."""
+"""`nitro serve ROOT [ROOT ...]`: serve built models over an OpenAI-compatible HTTP API with uvicorn."""
 from __future__ import annotations
 
 import argparse
@@ -64,16 +64,17 @@ def run(args) -> int:
     budget = args.memory_mb * 2**20 if args.memory_mb is not None else psutil.virtual_memory().available / 2
     for root in [args.root, *args.more_roots]:
         manifest = read_manifest(root)
-        problems = verify(root, manifest["files"], hashes=False)
-        if problems:
-            raise ArtifactError(problems[0])
         if any(slot.name == manifest["name"] for slot in slots):
             raise ValueError(f"{root}: a model named {manifest['name']!r} is served already")
         slot = Slot(Path(root), manifest, args.check_hashes)
         weights = sum(f["bytes"] for rel, f in manifest["files"].items() if rel.startswith(COMPILED))
         if not slots or weights <= budget:  # the first always; the others while they fit in the budget
-            slot.loaded = Loaded.of(load_generator(root, args.check_hashes))
+            slot.loaded = Loaded.of(load_generator(root, args.check_hashes))  # Model checks the files
             budget -= weights
+        else:  # loaded later: its files are there with their sizes now, or the server does not start
+            problems = verify(root, manifest["files"], hashes=False)
+            if problems:
+                raise ArtifactError(problems[0])
         slots.append(slot)
     app = create_app(slots, api_key=args.api_key, queue_size=args.queue_size,
                      max_request_bytes=args.max_request_bytes)
