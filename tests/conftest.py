@@ -53,21 +53,24 @@ def tiny_sources(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def tiny_builds(tmp_path_factory, tiny_sources) -> dict[str, Path]:
     """Each tiny family built uncompressed: at f32 with the CPU's dynamic shapes and with an NPU's static ones,
-    and at the CPU's default precision; in one Snakemake run."""
+    at the CPU's default precision, and for an NPU (compiled by the NPU plugin's NPUW path onto the CPU); in one
+    Snakemake run."""
     work = build_dir(tmp_path_factory, "tiny_builds")
     models = {}
     for family, source in tiny_sources.items():
         models[f"{family}_f32"] = tiny_recipe(source, inference_precision="f32")
         models[f"{family}_f32_static"] = tiny_recipe(source, inference_precision="f32", shapes="static")
         models[f"{family}_default"] = tiny_recipe(source)
+        models[f"{family}_npu"] = tiny_recipe(source, device="NPU", npuw_on_cpu=True)
     snakemake(work, {"models": models})
     return {name: work / "results" / name for name in models}
 
 
 @pytest.fixture(scope="session")
 def smollm2_builds(tmp_path_factory) -> dict[str, Path]:
-    """The real SmolLM2: the shipped default recipe (INT8), an uncompressed f32 build, and an NPU build
-    checked through the NPU plugin's NPUW path on the CPU. The last two reuse the first's HF folder."""
+    """The real SmolLM2: the shipped default recipe (INT8), an uncompressed f32 build, an NPU build with the NPU
+    defaults (INT4_SYM decoders) checked through the NPU plugin's NPUW path on the CPU, and a CPU build with the
+    NPU build's compression. The last three reuse the first's HF folder."""
     work = build_dir(tmp_path_factory, "smollm2")
     default = yaml.safe_load((REPO / "config/config.yaml").read_text())["models"]["smollm2"]
     snakemake(work, {"models": {"smollm2": default}})

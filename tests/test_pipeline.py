@@ -11,13 +11,15 @@ import pytest
 import yaml
 from nncf import CompressWeightsMode
 
-from nitro import (GenerationConfig, LlamaPipeline, ModelConfig, Qwen2Pipeline, Qwen3Pipeline, VerboseConfig,
-                   load_pipeline)
+from nitro import GenerationConfig, LlamaPipeline, ModelConfig, Qwen2Pipeline, VerboseConfig, load_pipeline
 from nitro.pipeline import BuildError, Pipeline
 from nitro.runtime import ArtifactError
 from nitro.runtime.sampling import SamplingParams
+from nitro.testing import TINY
 
 REPO = Path(__file__).resolve().parents[1]
+PIPELINE_CLASSES = {"llama": "LlamaPipeline", "qwen2": "Qwen2Pipeline", "qwen3": "Qwen3Pipeline",
+                    "mistral": "MistralPipeline", "phi3": "Phi3Pipeline", "gemma2": "Gemma2Pipeline"}
 
 
 def greedy_text(pipe, prompt: str, n: int) -> str:
@@ -92,9 +94,8 @@ def test_export_false_reuses_a_build_made_from_the_same_model(tiny_config, tiny_
 
 
 def test_each_family_has_its_pipeline_class(tiny_config, tiny_builds):
-    assert type(load_pipeline(tiny_builds["qwen2_f32"])) is Qwen2Pipeline
-    assert type(load_pipeline(tiny_builds["llama_f32"])) is LlamaPipeline
-    assert type(load_pipeline(tiny_builds["qwen3_f32"])) is Qwen3Pipeline
+    for family in TINY:
+        assert type(load_pipeline(tiny_builds[f"{family}_f32"])).__name__ == PIPELINE_CLASSES[family]
     assert type(Pipeline.from_pretrained(tiny_config)) is Qwen2Pipeline
     with pytest.raises(ValueError, match="holds a qwen2 model, not llama: use Qwen2Pipeline"):
         LlamaPipeline.from_pretrained(tiny_config)

@@ -8,8 +8,11 @@ import yaml
 from snakemake.utils import validate
 
 from conftest import REPO, tiny_recipe
+from nitro.build.recipe import Recipe
+from nitro.models import spec_for
 from nitro.pipeline import ModelConfig
-from nitro.testing import snakemake
+from nitro.sources import Source
+from nitro.testing import TINY, snakemake
 
 
 def fails_with(work, recipe: dict, *expected: str):
@@ -31,7 +34,61 @@ def test_unknown_architecture(tmp_path, tiny_sources):
     folder.mkdir()
     config = json.loads((tiny_sources["llama"] / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
-    fails_with(tmp_path / "w", tiny_recipe(folder), "GPT2LMHeadModel", "not supported", "llama", "qwen2")
+    fails_with(tmp_path / "w", tiny_recipe(folder), "GPT2LMHeadModel", "not supported",
+               "gemma2, llama, mistral, phi3, qwen2, qwen3")
+
+
+@pytest.mark.parametrize("family", TINY)
+def test_a_gguf_header_gives_the_spec_of_its_hf_config(family, tmp_path, tiny_sources):
+    """A GGUF file is planned from its header alone. Written by gguf-py as llama.cpp writes one (Mistral as a
+    llama named "mistral"), it gives the spec of the config transformers' GGUF loader makes of it (what the source
+    step converts it with): the header's fields, the family's defaults for the rest (e.g. Qwen3's head_dim 128,
+    which no GGUF key gives it)."""
+    from transformers import AutoConfig
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    import gguf
+    import numpy as np
+
+    hf = json.loads((tiny_sources[family].joinpath("config.json")).read_text())
+    arch = "llama" if family == "mistral" else family
+    path = tmp_path / f"{family}.gguf"
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_name(family)
+    writer.add_context_length(hf["max_position_embeddings"])
+    writer.add_block_count(hf["num_hidden_layers"])
+    writer.add_embedding_length(hf["hidden_size"])
+    writer.add_feed_forward_length(hf["intermediate_size"])
+    writer.add_head_count(hf["num_attention_heads"])
+    writer.add_head_count_kv(hf["num_key_value_heads"])
+    writer.add_key_length(hf.get("head_dim") or hf["hidden_size"] // hf["num_attention_heads"])
+    writer.add_rope_dimension_count(hf.get("head_dim") or hf["hidden_size"] // hf["num_attention_heads"])
+    writer.add_layer_norm_rms_eps(hf["rms_norm_eps"])
+    writer.add_rope_freq_base((hf.get("rope_parameters") or {}).get("rope_theta") or hf["rope_theta"])
+    if hf.get("sliding_window"):
+        writer.add_sliding_window(hf["sliding_window"])
+    writer.add_tokenizer_model("gpt2")
+    writer.add_vocab_size(hf["vocab_size"])
+    writer.add_token_list([f"t{i}" for i in range(16)])  # a short list: parsing 128k tokens takes seconds
+    writer.add_tensor("token_embd.weight", np.zeros((4, 4), np.float32))
+    if not hf["tie_word_embeddings"]:
+        writer.add_tensor("output.weight", np.zeros((4, 4), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+    loaded = load_gguf_checkpoint(str(path))["config"]
+    expected = spec_for(AutoConfig.for_model(loaded.pop("model_type"), **loaded).to_dict())
+    planned = spec_for(Source.resolve(str(path)).hf_config())
+    assert planned == expected
+    assert (planned.family, planned.num_layers, planned.hidden_size, planned.tie_word_embeddings) == (
+        family, hf["num_hidden_layers"], hf["hidden_size"], hf["tie_word_embeddings"])
+
+
+def test_a_longrope_model_is_built_within_its_original_context(tmp_path, tiny_sources):
+    fails_with(tmp_path, tiny_recipe(tiny_sources["phi3"], max_seq_len=200),
+               "max_seq_len = 200 exceeds the model's original context of 128 positions", "max_seq_len <= 128")
 
 
 @pytest.mark.parametrize("size", [0, -1, 6])

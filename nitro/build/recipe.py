@@ -101,6 +101,12 @@ class Recipe:
             raise RecipeError(f"{where}.shapes = dynamic: an NPU compiles static shapes only (use static or auto)")
         if s.get("npuw_on_cpu") and s["device"] != "NPU":
             raise RecipeError(f"{where}.npuw_on_cpu needs device: NPU (got device: {s['device']})")
+        original = self.spec.rope_scaling.get("original_max_position_embeddings")
+        if self.spec.rope_scaling.get("rope_type") == "longrope" and s["max_seq_len"] > original:
+            raise RecipeError(
+                f"{where}.max_seq_len = {s['max_seq_len']} exceeds the model's original context of {original} "
+                "positions: past it transformers turns the whole sequence by longrope's long factors, recomputing "
+                f"what it cached, which NITRO's cache does not do; use max_seq_len <= {original}")
         self._check_compression()
 
     @property

@@ -7,7 +7,8 @@ from __future__ import annotations
 import importlib
 from typing import Callable, NamedTuple
 
-from .spec import ModelSpec, UnsupportedModel, llama_spec, mistral_spec, qwen2_spec, qwen3_spec
+from .spec import (ModelSpec, UnsupportedModel, gemma2_spec, llama_spec, mistral_spec, phi3_spec, qwen2_spec,
+                   qwen3_spec)
 
 
 class Family(NamedTuple):
@@ -16,9 +17,10 @@ class Family(NamedTuple):
 
 
 # HF model_type -> its family. Qwen2 is Llama's graph with q/k/v biases, Mistral with a sliding window; Qwen3 adds
-# per-head q/k norms.
+# per-head q/k norms, Phi-3 reads fused checkpoint tensors, Gemma 2 changes norms, MLP, scaling and capping.
 FAMILIES = {"llama": Family(llama_spec, "llama"), "qwen2": Family(qwen2_spec, "llama"),
-            "mistral": Family(mistral_spec, "llama"), "qwen3": Family(qwen3_spec, "qwen3")}
+            "mistral": Family(mistral_spec, "llama"), "qwen3": Family(qwen3_spec, "qwen3"),
+            "phi3": Family(phi3_spec, "phi3"), "gemma2": Family(gemma2_spec, "gemma2")}
 
 
 def spec_for(config: dict) -> ModelSpec:

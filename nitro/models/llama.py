@@ -1,5 +1,6 @@
 """Llama 3 / 3.1 / 3.2 as three kinds of exportable chunk: embedding, a group of decoder layers, norm + LM head.
-Qwen2 / 2.5 is the same graph with q/k/v biases, Mistral with a sliding attention window (the spec says which).
+Qwen2 / 2.5 is the same graph with q/k/v biases, Mistral with a sliding attention window (the spec says which);
+the other families' files change parts of it.
 
 Plain tensors in and out, explicit KV tensors; every shape follows from the inputs, so the same modules export
 static graphs (an NPU) or dynamic ones. Numerics follow transformers' Llama: rotate-half RoPE computed in the
@@ -23,12 +24,17 @@ MASKED = torch.finfo(torch.float16).min  # representable in f16/bf16/f32, exp() 
 
 
 def rope_inv_freq(spec: ModelSpec) -> torch.Tensor:
-    """Inverse frequencies [head_dim/2], computed exactly as transformers does (float32), scaling applied."""
-    dim = spec.head_dim
+    """Inverse frequencies [rotary_dim/2], computed exactly as transformers does (float32), scaling applied;
+    for longrope, with its short factors: a build's sequences stay within the original context (the recipe
+    checks), where transformers uses those."""
+    dim = int(spec.head_dim * spec.partial_rotary_factor)
     steps = torch.arange(0, dim, 2, dtype=torch.int64, device="cpu")  # real values even under a meta device
-    inv_freq = 1.0 / (spec.rope_theta ** (steps.float() / dim))
     scaling = spec.rope_scaling
     kind = scaling.get("rope_type")
+    if kind == "longrope":
+        short = torch.tensor(scaling["short_factor"], dtype=torch.float32, device="cpu")
+        return 1.0 / (short * spec.rope_theta ** (steps.float() / dim))
+    inv_freq = 1.0 / (spec.rope_theta ** (steps.float() / dim))
     if kind == "linear":
         return inv_freq / scaling["factor"]
     if kind == "llama3":
@@ -45,21 +51,20 @@ def rope_inv_freq(spec: ModelSpec) -> torch.Tensor:
     return inv_freq
 
 
-class RMSNorm(nn.Module):
-    def __init__(self, size: int, eps: float, f16_safe: bool):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(size))
-        self.eps, self.f16_safe = eps, f16_safe
+class Rotary(nn.Module):
+    """position_ids [1,T] -> cos, sin [1,1,T,rotary_dim], as transformers' rotary embedding computes them."""
 
-    def forward(self, x):
-        x = x.float()
-        if not self.f16_safe:  # transformers' x * rsqrt(mean(x²) + eps): OpenVINO fuses it into one RMS node
-            return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
-        # The same, computed on x scaled by its largest magnitude: hidden states of real models reach ~2e4,
-        # whose square overflows where a device computes in f16 (an NPU).
-        scale = x.abs().amax(-1, keepdim=True).clamp(min=1e-6)
-        y = x / scale
-        return self.weight * (y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.eps / scale.pow(2)))
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.register_buffer("inv_freq", rope_inv_freq(spec), persistent=False)
+        self.attention_factor = spec.rope_scaling.get("attention_factor", 1.0)  # longrope scales cos and sin
+
+    def forward(self, position_ids):
+        freqs = position_ids[:, :, None].float() * self.inv_freq  # [1,T,rotary_dim/2]
+        emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [1,1,T,rotary_dim]
+        if self.attention_factor == 1.0:
+            return emb.cos(), emb.sin()
+        return emb.cos() * self.attention_factor, emb.sin() * self.attention_factor
 
 
 def rotate_half(x):
@@ -67,11 +72,42 @@ def rotate_half(x):
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
+def apply_rope(x, cos, sin):
+    """x [1,H,T,hd] turned by position; with partial RoPE only its first rotary_dim dims turn."""
+    rotary = cos.shape[-1]
+    if rotary == x.shape[-1]:
+        return x * cos + rotate_half(x) * sin
+    turned, kept = x[..., :rotary], x[..., rotary:]
+    return torch.cat((turned * cos + rotate_half(turned) * sin, kept), dim=-1)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, size: int, eps: float, f16_safe: bool):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps, self.f16_safe = eps, f16_safe
+
+    def gain(self):
+        """What the normalized values are multiplied by (Gemma's norm differs)."""
+        return self.weight
+
+    def forward(self, x):
+        x = x.float()
+        if not self.f16_safe:  # transformers' x * rsqrt(mean(x²) + eps): OpenVINO fuses it into one RMS node
+            return self.gain() * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
+        # The same, computed on x scaled by its largest magnitude: hidden states of real models reach ~2e4,
+        # whose square overflows where a device computes in f16 (an NPU).
+        scale = x.abs().amax(-1, keepdim=True).clamp(min=1e-6)
+        y = x / scale
+        return self.gain() * (y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.eps / scale.pow(2)))
+
+
 class Attention(nn.Module):
     def __init__(self, spec: ModelSpec):
         super().__init__()
         d, hd = spec.hidden_size, spec.head_dim
         self.heads, self.kv_heads, self.head_dim = spec.num_heads, spec.num_kv_heads, hd
+        self.scale = spec.attention_scale or hd**-0.5
         # q, k and v projections as one matrix: one larger matmul reads the weights faster than three small ones
         self.qkv_proj = nn.Linear(d, (spec.num_heads + 2 * spec.num_kv_heads) * hd, bias=spec.qkv_bias)
         self.o_proj = nn.Linear(spec.num_heads * hd, d, bias=spec.o_bias)
@@ -83,21 +119,29 @@ class Attention(nn.Module):
         return (q.view(1, T, H, hd).transpose(1, 2), k.view(1, T, KV, hd).transpose(1, 2),
                 v.view(1, T, KV, hd).transpose(1, 2))
 
+    def soft_cap(self, scores):
+        """The scores as the softmax takes them (Gemma 2 bounds them)."""
+        return scores
+
     def forward(self, x, cos, sin, past_k, past_v, bias):
-        # x [1,T,D]; cos/sin [1,1,T,hd]; past_k/v [1,KV,C,hd]; bias [1,1,g*T,C+T]
+        # x [1,T,D]; cos/sin [1,1,T,rotary_dim]; past_k/v [1,KV,C,hd]; bias [1,1,g*T,C+T]
         T, H, KV, hd = x.shape[1], self.heads, self.kv_heads, self.head_dim
         q, k, v = self.heads_of(x)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         # Query heads sharing a KV head are stacked along the row axis: no repeated K/V (GQA).
         # The softmax scale is applied to q once rather than to both score blocks: fewer graph nodes.
-        q = q.reshape(1, KV, (H // KV) * T, hd) * hd**-0.5
+        q = q.reshape(1, KV, (H // KV) * T, hd) * self.scale
         scores = torch.cat((torch.matmul(q, past_k.transpose(2, 3)), torch.matmul(q, k.transpose(2, 3))), dim=-1)
-        p = torch.softmax((scores + bias).float(), dim=-1)  # [1,KV,gT,C+T]
+        p = torch.softmax((self.soft_cap(scores) + bias).float(), dim=-1)  # [1,KV,gT,C+T]
         C = past_k.shape[2]
         out = torch.matmul(p[..., :C], past_v) + torch.matmul(p[..., C:], v)  # [1,KV,gT,hd]
         out = out.reshape(1, H, T, hd).transpose(1, 2).reshape(1, T, H * hd)
         return self.o_proj(out), k, v
+
+
+# The gate's activation by its transformers name
+ACTIVATIONS = {"silu": nn.functional.silu,
+               "gelu_pytorch_tanh": lambda x: nn.functional.gelu(x, approximate="tanh")}
 
 
 class MLP(nn.Module):
@@ -106,10 +150,11 @@ class MLP(nn.Module):
         d, i = spec.hidden_size, spec.intermediate_size
         self.gate_up_proj = nn.Linear(d, 2 * i, bias=False)  # gate and up projections as one matrix
         self.down_proj = nn.Linear(i, d, bias=False)
+        self.act = ACTIVATIONS[spec.hidden_act]
 
     def forward(self, x):
         gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-        return self.down_proj(nn.functional.silu(gate) * up)
+        return self.down_proj(self.act(gate) * up)
 
 
 # Fused local projection -> the HF projections whose rows it stacks, in order.
@@ -120,11 +165,13 @@ FUSED = {
 
 
 class DecoderLayer(nn.Module):
+    norm_type = RMSNorm  # a family whose norms differ sets its own
+
     def __init__(self, spec: ModelSpec, f16_safe: bool):
         super().__init__()
-        self.input_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps, f16_safe)
+        self.input_layernorm = self.norm_type(spec.hidden_size, spec.rms_norm_eps, f16_safe)
         self.self_attn = self.attention(spec, f16_safe)
-        self.post_attention_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps, f16_safe)
+        self.post_attention_layernorm = self.norm_type(spec.hidden_size, spec.rms_norm_eps, f16_safe)
         self.mlp = MLP(spec)
 
     def attention(self, spec: ModelSpec, f16_safe: bool) -> Attention:
@@ -193,36 +240,36 @@ class DecoderChunk(nn.Module):
     Past slot s is valid iff s < position_ids[0, 0]."""
 
     layer = DecoderLayer  # a family whose layers differ sets its own
+    fused = FUSED  # a family whose checkpoint holds the fused projections already sets {}
 
     def __init__(self, spec: ModelSpec, first: int, count: int, f16_safe: bool):
         super().__init__()
         self.first, self.count, self.group = first, count, spec.num_heads // spec.num_kv_heads
-        self.window = spec.sliding_window  # None: every earlier token is seen
+        self.windows = [spec.window_of(first + j) for j in range(count)]  # None: every earlier token is seen
         self.layers = nn.ModuleList(self.layer(spec, f16_safe) for _ in range(count))
-        self.register_buffer("inv_freq", rope_inv_freq(spec), persistent=False)
+        self.rotary = Rotary(spec)
+
+    def attention_bias(self, position_ids, slots: int, window: int | None):
+        """The additive mask [1,1,g*T,C+T] of layers with this window: past slots valid below the first position,
+        causal among the new tokens, and with a window, a token at position p sees only the positions after
+        p - window (itself included); rows are the g query heads sharing a KV head, each T tokens."""
+        T, C = position_ids.shape[1], slots
+        slot = torch.arange(C, dtype=position_ids.dtype)  # cache slot s holds position s
+        seen_past = (slot < position_ids[:, :1]).expand(T, C)  # [T,C]
+        seen_new = torch.ones(T, T, dtype=torch.bool).tril()  # [T,T]
+        if window is not None:
+            pos = position_ids[0]  # [T]
+            seen_past = seen_past & (pos[:, None] - slot < window)
+            seen_new = seen_new & (pos[:, None] - pos[None, :] < window)
+        bias = torch.where(torch.cat((seen_past, seen_new), dim=-1), 0.0, MASKED)  # [T,C+T]
+        return bias.repeat(self.group, 1).view(1, 1, self.group * T, C + T)
 
     def forward(self, x, position_ids, *past):
-        T, C = x.shape[1], past[0].shape[2]
-        freqs = position_ids[:, :, None].float() * self.inv_freq  # [1,T,hd/2]
-        emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [1,1,T,hd]
-        cos, sin = emb.cos(), emb.sin()
-        # One additive mask for every layer: past slots valid below the first position, causal among the new
-        # tokens; rows are the g query heads sharing a KV head, each T tokens.
-        slots = torch.arange(C, dtype=position_ids.dtype)
-        causal = torch.ones(T, T, dtype=torch.bool).tril()
-        if self.window is None:
-            past_bias = torch.where(slots < position_ids[:, :1], 0.0, MASKED).view(1, C).expand(self.group * T, C)
-            new_bias = torch.where(causal, 0.0, MASKED).repeat(self.group, 1)  # [g*T,T]
-        else:  # a sliding window: token at position p sees the positions after p - window, itself included
-            pos = position_ids[0]  # [T]; cache slot s holds position s
-            seen_past = (slots < position_ids[:, :1]) & (pos[:, None] - slots < self.window)  # [T,C]
-            seen_new = causal & (pos[:, None] - pos[None, :] < self.window)  # [T,T]
-            past_bias = torch.where(seen_past, 0.0, MASKED).repeat(self.group, 1)
-            new_bias = torch.where(seen_new, 0.0, MASKED).repeat(self.group, 1)
-        bias = torch.cat((past_bias, new_bias), dim=-1).view(1, 1, self.group * T, C + T)
+        cos, sin = self.rotary(position_ids)
+        biases = {w: self.attention_bias(position_ids, past[0].shape[2], w) for w in dict.fromkeys(self.windows)}
         new_kv = []
         for i, layer in enumerate(self.layers):
-            x, k, v = layer(x, cos, sin, past[2 * i], past[2 * i + 1], bias)
+            x, k, v = layer(x, cos, sin, past[2 * i], past[2 * i + 1], biases[self.windows[i]])
             new_kv += [k, v]
         return x, torch.cat(new_kv)  # one output, so the host places every layer's new K/V with one copy
 
@@ -232,16 +279,18 @@ class DecoderChunk(nn.Module):
             for local in self.layers[j].state_dict():
                 module, _, param = local.rpartition(".")
                 names[f"layers.{j}.{local}"] = [f"model.layers.{self.first + j}.{part}.{param}"
-                                                for part in FUSED.get(module, (module,))]
+                                                for part in self.fused.get(module, (module,))]
         return names
 
 
 class Head(nn.Module):
     """x [1,T,D] -> logits [1,T,V]: final norm and LM head."""
 
+    norm_type = RMSNorm  # a family whose norms differ sets its own
+
     def __init__(self, spec: ModelSpec, f16_safe: bool):
         super().__init__()
-        self.norm = RMSNorm(spec.hidden_size, spec.rms_norm_eps, f16_safe)
+        self.norm = self.norm_type(spec.hidden_size, spec.rms_norm_eps, f16_safe)
         self.lm_head = VocabTable(spec.vocab_size, spec.hidden_size)
         self.tied = spec.tie_word_embeddings
 
