@@ -79,8 +79,10 @@ def smollm2_builds(tmp_path_factory) -> dict[str, Path]:
         "smollm2_fp32": {**default, "source": str(hf_folder), "compression": {"mode": "none"},
                          "inference_precision": "f32"},
         "smollm2_npu": {**default, "source": str(hf_folder), "device": "NPU", "npuw_on_cpu": True},
+        "smollm2_int4": {**default, "source": str(hf_folder),
+                         "compression": {"chunks": {"decoders": {"mode": "INT4_SYM", "group_size": 64}}}},
     }})
-    return {name: work / "results" / name for name in ("smollm2", "smollm2_fp32", "smollm2_npu")}
+    return {name: work / "results" / name for name in ("smollm2", "smollm2_fp32", "smollm2_npu", "smollm2_int4")}
 
 
 def nitro(*args) -> subprocess.CompletedProcess:

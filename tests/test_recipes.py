@@ -111,6 +111,33 @@ def test_unavailable_device(tmp_path, tiny_sources):
                "device 'GPU' is not available", "OpenVINO sees: CPU")
 
 
+def recipe_of(settings: dict) -> Recipe:
+    """The Recipe the Snakefile makes of one model's settings, schema defaults filled in."""
+    config = {"models": {"m": settings}}
+    validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))
+    return Recipe("m", config["models"]["m"])
+
+
+def test_npu_builds_default_to_symmetric_int4_decoders(tiny_sources, monkeypatch):
+    from nitro.build import recipe
+
+    npu = dict(device="NPU", npuw_on_cpu=True, compression={})
+    built = recipe_of(tiny_recipe(tiny_sources["llama"], **npu))
+    # the tiny Llama's layers take 64, 96 and 160 input channels: 32 is the largest group size dividing them all
+    assert [built.compression(c) for c in built.chunk_names] == [
+        {"mode": "INT8_SYM"}, {"mode": "INT4_SYM", "group_size": 32}, {"mode": "INT4_SYM", "group_size": 32},
+        {"mode": "INT8_SYM"}]
+    cpu = recipe_of(tiny_recipe(tiny_sources["llama"], compression={}))
+    assert {cpu.compression(c)["mode"] for c in cpu.chunk_names} == {"INT8_SYM"}
+    overridden = recipe_of(tiny_recipe(tiny_sources["llama"], **{
+        **npu, "compression": {"chunks": {"decoders": {"group_size": 16}, "decoder_1": {"mode": "INT8_ASYM"}}}}))
+    assert overridden.compression("decoder_0") == {"mode": "INT4_SYM", "group_size": 16}
+    assert overridden.compression("decoder_1") == {"mode": "INT8_ASYM"}
+    monkeypatch.setattr(recipe, "NPU_CHANNEL_WISE_PARAMS", 1)  # as if the model had 4B parameters
+    assert recipe_of(tiny_recipe(tiny_sources["llama"], **npu)).compression("decoder_0") == {
+        "mode": "INT4_SYM", "group_size": -1}
+
+
 def test_the_shipped_recipe_and_model_config_use_the_schema_defaults():
     """config/config.yaml spells out the defaults and ModelConfig's own match them, so a default changed in the
     schema shows here rather than leaving the three to disagree."""

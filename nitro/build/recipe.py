@@ -25,6 +25,11 @@ BASE_MB = 900
 FOUR_BIT_MODES = ("INT4_SYM", "INT4_ASYM", "NF4")
 NNCF_GROUP_SIZE = 128  # what NNCF's compress_weights uses for 4-bit modes when given no group size
 GROUP_SIZES = (16, 32, 64, 128, 256)  # the group sizes an error suggests
+# From this many parameters, an NPU build's decoder layers default to channel-wise INT4 (one scale per output
+# channel), below it to groups of 128 (or the largest smaller size that divides every layer): Intel's NPU models
+# are published so (Llama-3-8B, Mistral-7B, MiniCPM-V-4.5 channel-wise; Qwen2.5-1.5B, Phi-3-mini group 128), as
+# channel-wise INT4 costs small models more accuracy and saves big ones the NPU's work on group scales.
+NPU_CHANNEL_WISE_PARAMS = 4e9
 
 
 class RecipeError(ValueError):
@@ -183,14 +188,29 @@ class Recipe:
         return "static" if s["device"] == "NPU" else "dynamic"
 
     def compression(self, name: str) -> dict:
-        """The chunk's compression: the model-wide setting, then `decoders`, then the chunk's own override. Group
-        size and ratio are kept for 4-bit modes only, the group size made explicit (NNCF's default otherwise)."""
-        result = {}
+        """The chunk's compression: the device's default (default_compression), then the model-wide setting,
+        then `decoders`, then the chunk's own override; a mode given anywhere replaces the default as a whole.
+        Group size and ratio are kept for 4-bit modes only, the group size made explicit (NNCF's default
+        otherwise)."""
+        given = {}
         for _, block in self._compression_blocks(name):
-            result.update({k: v for k, v in block.items() if k != "chunks"})
+            given.update({k: v for k, v in block.items() if k != "chunks" and v is not None})
+        result = given if "mode" in given else {**self.default_compression(self.chunk(name)), **given}
         if result["mode"] not in FOUR_BIT_MODES:
             return {"mode": result["mode"]}
-        return {"group_size": NNCF_GROUP_SIZE, **{k: v for k, v in result.items() if v is not None}}
+        return {"group_size": NNCF_GROUP_SIZE, **result}
+
+    def default_compression(self, chunk: Chunk) -> dict:
+        """What a chunk gets where the recipe names no mode: INT8_SYM, except an NPU build's decoder layers:
+        symmetric INT4 (what the NPU computes fastest), channel-wise from NPU_CHANNEL_WISE_PARAMS, else in the
+        largest group of at most 128 that divides each layer's input channels."""
+        if self.settings["device"] != "NPU" or chunk.kind != "decoder":
+            return {"mode": "INT8_SYM"}
+        if sum(chunk_params(self.spec, c) for c in self.chunks) >= NPU_CHANNEL_WISE_PARAMS:
+            return {"mode": "INT4_SYM", "group_size": -1}
+        channels = self._input_channels(chunk).values()
+        groups = [g for g in GROUP_SIZES if g <= NNCF_GROUP_SIZE and all(n % g == 0 for n in channels)]
+        return {"mode": "INT4_SYM", "group_size": groups[-1] if groups else -1}
 
     def _compression_blocks(self, name: str) -> list[tuple[str, dict]]:
         """The recipe's compression settings that apply to a chunk, as (where, settings), later ones winning."""
@@ -203,7 +223,7 @@ class Recipe:
         """Group size and ratio only where a 4-bit mode uses them, and a group size that divides the input
         channels of every layer it applies to: checked here, before any job, instead of failing inside NNCF."""
         for chunk in self.chunks:
-            mode = None
+            mode = self.default_compression(chunk)["mode"]
             for where, block in self._compression_blocks(chunk.name):
                 mode = block.get("mode", mode)
                 unused = [k for k in ("group_size", "ratio") if block.get(k) is not None]
