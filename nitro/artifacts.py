@@ -101,7 +101,7 @@ class Manifest(TypedDict):
     name: str  # the model's name in the recipe
     family: str  # "llama" | "qwen2"
     spec: dict  # nitro.models.ModelSpec as a dict: vocab_size, hidden_size, num_kv_heads, head_dim, ...
-    settings: dict  # the recipe as validated, defaults filled in
+    settings: dict  # the recipe as validated, defaults filled in; compression is in each chunk's record
     source: dict  # the resolved source: kind, location
     max_seq_len: int  # KV cache slots
     prefill_len: int  # tokens per prefill call

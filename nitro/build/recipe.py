@@ -170,7 +170,9 @@ class Recipe:
                 "name": self.name,
                 "family": self.spec.family,
                 "spec": self.spec.to_dict(),
-                "settings": s,
+                # the recipe as given, but compression: each chunk records its own, so two spellings of one
+                # compression (a mode named, or left to its default) build, and record, the same model
+                "settings": {k: v for k, v in s.items() if k != "compression"},
                 "source": asdict(self.source),
                 "max_seq_len": s["max_seq_len"],
                 "prefill_len": s["prefill_len"],
