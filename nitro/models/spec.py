@@ -187,12 +187,12 @@ def gemma2_spec(config: dict) -> ModelSpec:
 
 def _in_checkpoint_dtype(value: float, config: dict) -> float:
     """`value` rounded to the checkpoint's float type, as transformers rounds Gemma's embedding scale (√3584 is
-    59.87, 60.0 in bfloat16): the models were trained so."""
+    59.87, 59.75 in bfloat16): the models were trained so."""
     import numpy as np
 
-    dtype = config.get("dtype") or config.get("torch_dtype") or "float32"
+    dtype = config.get("dtype") or config.get("torch_dtype")
     if dtype == "bfloat16":  # numpy has no bfloat16: keep the top 16 bits, rounded to nearest even
         bits = int(np.float32(value).view(np.uint32))
         bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
         return float(np.uint32(bits).view(np.float32))
-    return float(getattr(np, dtype)(value))
+    return float(np.float16(value) if dtype == "float16" else np.float32(value))
