@@ -287,7 +287,7 @@ def ceiling(s: Subject, bandwidth_gbs: float, figures: dict, tokens: int) -> dic
     reads every step at the end of the run (`tokens` long) are reported beside it: all `max_seq_len` for static
     graphs, the cache allocated so far for dynamic ones."""
     manifest = json.loads((s.build / "manifest.json").read_text())
-    weight_bytes = sum((s.build / next(iter(c["variants"].values()))["xml"]).with_suffix(".bin").stat().st_size
+    weight_bytes = sum((s.build / c["xml"]).with_suffix(".bin").stat().st_size
                        for c in manifest["chunks"] if c["kind"] != "embed")
     spec = manifest["spec"]
     slots = cache_capacity(tokens, manifest["max_seq_len"], manifest["shapes"] == "dynamic")

@@ -7,13 +7,15 @@ nitro/serve/) reads through it; neither imports the other. A built model is a fo
     manifest.json            what the runtime loads: the Manifest below
     tokenizer/               tokenizer, chat template and generation config (read by the runtime)
     compiled/<chunk>/        one compiled blob per graph variant + meta.json (read by the runtime)
-    compressed/<chunk>/      NNCF-compressed IR + meta.json (what `compiled/` is compiled from)
+    compressed/<chunk>/      NNCF-compressed IR + meta.json (what `compiled/` is compiled from; an NPU blob is
+                             weightless and reads its weights from this IR's .bin at run time)
     export/<chunk>/          uncompressed IR + meta.json
     source/                  the checkpoint as a Hugging Face folder + tensor_index.json
     logs/                    every step's wall time and peak RSS: source.json, <stage>/<chunk>.json, assemble.json
 
 Chunks are `embed`, `decoder_0`..`decoder_N` and `head`. Their graphs (variants) are `prefill` and `decode` in a
-static build, one `dynamic` graph in a dynamic one; the head has only `decode`.
+static build, one `dynamic` graph in a dynamic one; the head has only `decode`. A chunk's IR (model.xml and
+model.bin) holds all its variants' graphs on one copy of the weights (see nitro/build/graphs.py).
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from typing import TypedDict
 
 MANIFEST = "manifest.json"
 META = "meta.json"  # a chunk folder's own description (chunk, variants, compression, device)
+CHUNK_XML = "model.xml"  # a chunk's IR in export/ and compressed/, every variant in it
 
 # Stage folders of a built model, in the order the workflow writes them.
 SOURCE, EXPORT, COMPRESSED, COMPILED = "source", "export", "compressed", "compiled"
@@ -75,7 +78,7 @@ class Port(TypedDict):
 
 class Variant(TypedDict):
     blob: str  # the compiled graph, relative to the model's folder
-    xml: str  # the compressed IR it was compiled from
+    properties: dict  # OpenVINO properties its import needs besides the manifest's device properties
     inputs: dict[str, Port]
     outputs: dict[str, Port]
     compile_s: float
@@ -87,6 +90,8 @@ class Chunk(TypedDict):
     first_layer: int
     num_layers: int
     compression: dict  # the NNCF settings it was compressed with
+    xml: str  # the compressed IR its blobs were compiled from, relative to the model's folder
+    weights: str | None  # that IR's .bin when the blobs are weightless and read it at import, else None
     variants: dict[str, Variant]
 
 

@@ -36,7 +36,7 @@ def flip_a_byte(path: Path):
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("damaged", ["compiled/decoder_1/dynamic.blob", "compressed/decoder_1/dynamic.bin"])
+@pytest.mark.parametrize("damaged", ["compiled/decoder_1/dynamic.blob", "compressed/decoder_1/model.bin"])
 def test_a_flipped_byte_is_refused_at_load_and_found_by_verify(copy, damaged):
     path = copy / damaged
     flip_a_byte(path)
@@ -60,7 +60,7 @@ def test_the_hint_rebuilds_a_damaged_build(tmp_path, tiny_sources):
     recipe = {"models": {"m": tiny_recipe(tiny_sources["qwen2"])}}
     snakemake(tmp_path, recipe)
     root = tmp_path / "results/m"
-    flip_a_byte(root / "compressed/decoder_0/dynamic.bin")
+    flip_a_byte(root / "compressed/decoder_0/model.bin")
     shutil.rmtree(root / "compiled/head")
     refused = nitro("verify", root).stdout.splitlines()
     dry_run = snakemake(tmp_path, recipe, "--dry-run")

@@ -134,8 +134,8 @@ def test_vocabulary_in_blocks_matches_transformers(family, tiny_builds, tiny_sou
                   "graphs": {"dynamic" if kind == "embed" else "decode": {"tokens": None if kind == "embed" else 1}},
                   "f16_safe": False}
         meta = export_chunk(tiny_builds[f"{family}_f32"] / "source", params, tmp_path / kind)
-        xml = tmp_path / kind / next(iter(meta["variants"].values()))["xml"]
-        graphs[kind] = ov.Core().compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        graphs[kind] = ov.Core().compile_model(tmp_path / kind / meta["xml"], "CPU",
+                                               {"INFERENCE_PRECISION_HINT": "f32"})
     edges = [b * rows + d for b in range(4) for d in (-1, 0, 1)]
     ids = np.array([sorted({i for i in edges if 0 <= i < vocab} | {vocab - 1})])
     with torch.no_grad():

@@ -38,13 +38,16 @@ def build_manifest(root: Path, header: dict, chunk_names: list[str]) -> Manifest
     chunks, files, kv_precisions = [], {}, set()
     for name in chunk_names:
         meta = json.loads((root / chunk_file(COMPILED, name, META)).read_text())
+        xml = chunk_file(COMPRESSED, name, meta["xml"])
+        weights = xml.replace(".xml", ".bin")
+        files[xml], files[weights] = file_record(root / xml), file_record(root / weights)
         variants = {}
         for variant, info in meta["variants"].items():
-            blob, xml = chunk_file(COMPILED, name, info["blob"]), chunk_file(COMPRESSED, name, info["xml"])
-            for rel in (blob, xml, xml.replace(".xml", ".bin")):
-                files[rel] = file_record(root / rel)
-            variants[variant] = {**info, "blob": blob, "xml": xml}
-        chunks.append({**meta["chunk"], "name": name, "compression": meta["compression"], "variants": variants})
+            blob = chunk_file(COMPILED, name, info["blob"])
+            files[blob] = file_record(root / blob)
+            variants[variant] = {**info, "blob": blob}
+        chunks.append({**meta["chunk"], "name": name, "compression": meta["compression"], "xml": xml,
+                       "weights": weights if meta["weightless"] else None, "variants": variants})
         if "kv_precision" in meta:
             kv_precisions.add(meta["kv_precision"])
     for path in sorted((root / TOKENIZER).iterdir()):

@@ -1,7 +1,8 @@
 """Stage 4: compile each graph variant of one chunk for the target device, on its own, and keep the compiled blob.
 
 The blob is the artifact: the final step and the runtime import it instead of compiling again, which is what lets
-a model too large to compile at once (an 8B model on an NPU) load chunk by chunk.
+a model too large to compile at once (an 8B model on an NPU) load chunk by chunk. A static chunk's prefill and
+decode graphs are split from its one IR and, on an NPU, compiled onto one copy of its weights (weight_sharing).
 """
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import json
 import time
 from pathlib import Path
 
-from ..artifacts import META, atomic_dir, peak_rss_mb, write_json
+from ..artifacts import META, atomic_dir, peak_rss_mb, sha256, write_json
+from .graphs import graph_of
 
 
 class DeviceUnavailable(RuntimeError):
@@ -34,23 +36,39 @@ def run(args):
     compile_chunk(args.input, args.params, args.out)
 
 
+def weight_sharing(device: dict, kind: str, weights: Path) -> dict:
+    """Properties that make a chunk's graphs, compiled one by one, hold one copy of its weights, as OpenVINO
+    GenAI's NPU pipeline does: NPUW folds the layers into functions whose weights are call inputs
+    (NPUW_FOLD, NPUW_FUNCALL_FOR_ALL) and takes them from a weights bank, named here after the weights file's
+    content (the bank table is process-wide: chunks and builds with other weights must not meet in one). The
+    blobs it exports are then weightless and read the weights file at import. Not for the embedding, a lookup
+    NPUW fails to compile so (it has one graph: see Recipe.export_params), nor for the CPU plugin, where each
+    compiled graph repacks its own copy whatever the properties."""
+    if device["properties"].get("NPU_USE_NPUW") != "YES" or kind == "embed":
+        return {}
+    return {"NPUW_FOLD": "YES", "NPUW_FUNCALL_FOR_ALL": "YES", "NPUW_WEIGHTS_BANK": f"nitro-{sha256(weights)[:16]}"}
+
+
 def compile_chunk(compressed: Path, device: dict, out: Path) -> dict:
     import openvino as ov
 
     check_device(device["device"], device["properties"])
     meta = json.loads((compressed / META).read_text())
     core = ov.Core()
+    merged = core.read_model(compressed / meta["xml"])
+    shared = weight_sharing(device, meta["chunk"]["kind"], compressed / meta["xml"].replace(".xml", ".bin"))
     with atomic_dir(out) as scratch:
         for name, variant in meta["variants"].items():
             start = time.perf_counter()
-            compiled = core.compile_model(compressed / variant["xml"], device["device"], device["properties"])
+            compiled = core.compile_model(graph_of(merged, name), device["device"],
+                                          {**device["properties"], **shared})
             variant["compile_s"] = round(time.perf_counter() - start, 3)
             blob = f"{name}.blob"
             with open(scratch / blob, "wb") as f:
                 f.write(compiled.export_model().getbuffer())
-            variant["blob"] = blob
-            variant["peak_rss_mb"] = round(peak_rss_mb(), 1)
+            variant.update(blob=blob, properties=shared, peak_rss_mb=round(peak_rss_mb(), 1))
             del compiled
         meta["device"] = device
+        meta["weightless"] = bool(shared)
         write_json(scratch / META, meta)
     return meta

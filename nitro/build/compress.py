@@ -1,4 +1,4 @@
-"""Stage 3: compress one chunk's weights with NNCF (data-free), every variant alike."""
+"""Stage 3: compress one chunk's weights with NNCF (data-free): its IR holds every variant on one copy of them."""
 from __future__ import annotations
 
 import json
@@ -23,8 +23,14 @@ def _nncf():
 
 def compression_kwargs(settings: dict) -> dict:
     """NNCF arguments for a chunk's compression settings (the recipe gives group size and ratio to 4-bit modes
-    only)."""
-    return {**settings, "mode": _nncf().CompressWeightsMode[settings["mode"]]}
+    only). A 4-bit mode applies to every layer of the chunk (`all_layers`): NNCF would otherwise keep a model's
+    last matmul, which it takes for the LM head, at 8 bits, and in a chunk that is the last decoder layer's down
+    projection, so the layout of chunks would change the model (and a chunk's graphs would not agree on which
+    is last). The head is a chunk of its own, compressed as the recipe says."""
+    kwargs = {**settings, "mode": _nncf().CompressWeightsMode[settings["mode"]]}
+    if "group_size" in settings:
+        kwargs["all_layers"] = True
+    return kwargs
 
 
 def run(args):
@@ -35,15 +41,13 @@ def compress_chunk(exported: Path, settings: dict, out: Path) -> dict:
     import openvino as ov
 
     meta = json.loads((exported / META).read_text())
-    core = ov.Core()
     with atomic_dir(out) as scratch:
-        for variant in meta["variants"].values():
-            xml = variant["xml"]
-            if settings["mode"] == "none":
-                for suffix in (".xml", ".bin"):
-                    shutil.copy2(exported / xml.replace(".xml", suffix), scratch / xml.replace(".xml", suffix))
-                continue
-            model = _nncf().compress_weights(core.read_model(exported / xml), **compression_kwargs(settings))
+        xml = meta["xml"]
+        if settings["mode"] == "none":
+            for suffix in (".xml", ".bin"):
+                shutil.copy2(exported / xml.replace(".xml", suffix), scratch / xml.replace(".xml", suffix))
+        else:
+            model = _nncf().compress_weights(ov.Core().read_model(exported / xml), **compression_kwargs(settings))
             ov.save_model(model, scratch / xml, compress_to_fp16=False)
             del model
         meta["compression"] = settings

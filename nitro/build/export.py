@@ -1,4 +1,5 @@
-"""Stage 2: export one chunk to OpenVINO IR, one graph per variant, as the recipe's `graphs` parameter lists them.
+"""Stage 2: export one chunk to OpenVINO IR: one graph per variant, as the recipe's `graphs` parameter lists them,
+saved as one model whose variants share their weights (nitro/build/graphs.py).
 
 With static shapes (what an NPU needs): `prefill` takes `prefill_len` tokens at once, `decode` one token, and
 decoder chunks read a KV cache of `max_seq_len` slots. With dynamic shapes (CPU, GPU): one `dynamic` graph takes
@@ -11,9 +12,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..artifacts import (HIDDEN, INPUT_IDS, KV, LOGITS, META, POSITION_IDS, TENSOR_INDEX, atomic_dir, is_past,
+from ..artifacts import (CHUNK_XML, HIDDEN, INPUT_IDS, KV, LOGITS, META, POSITION_IDS, TENSOR_INDEX, atomic_dir, is_past,
                          past_name, write_json)
 from ..models import ModelSpec, modules_for, spec_for
+from .graphs import merge_graphs
 from .source import safetensors_header
 
 # Sizes a dynamic graph is traced at before its token and slot axes are opened.
@@ -111,25 +113,25 @@ def export_chunk(source: Path, params: dict, out: Path) -> dict:
     spec = spec_for(json.loads((source / "config.json").read_text()))
     chunk = params["chunk"]
     module = _load_module(spec, chunk, source, params.get("f16_safe", False))
-    variants = {}
+    graphs, variants = {}, {}
+    for variant, sizes in params["graphs"].items():
+        dynamic = sizes["tokens"] is None  # traced at small sizes, then the token and slot axes are opened
+        in_names, example, out_names = _example(spec, chunk, sizes["tokens"] or TRACE_TOKENS,
+                                                sizes.get("slots") or TRACE_SLOTS)
+        with torch.no_grad():
+            model = ov.convert_model(module, example_input=tuple(example))
+        model.reshape({i: _open_axes(name, t.shape, dynamic) for i, (name, t) in enumerate(zip(in_names, example))})
+        for port, name in zip(model.inputs, in_names):
+            port.get_tensor().set_names({name})
+        for port, name in zip(model.outputs, out_names):
+            port.get_tensor().set_names({name})
+        if "kv_precision" in params:
+            model = _set_kv_type(model, getattr(ov.Type, params["kv_precision"]))
+        variants[variant] = describe(model)
+        graphs[variant] = model
     with atomic_dir(out) as scratch:
-        for variant, sizes in params["graphs"].items():
-            dynamic = sizes["tokens"] is None  # traced at small sizes, then the token and slot axes are opened
-            in_names, example, out_names = _example(spec, chunk, sizes["tokens"] or TRACE_TOKENS,
-                                                    sizes.get("slots") or TRACE_SLOTS)
-            with torch.no_grad():
-                model = ov.convert_model(module, example_input=tuple(example))
-            model.reshape({i: _open_axes(name, t.shape, dynamic) for i, (name, t) in
-                           enumerate(zip(in_names, example))})
-            for port, name in zip(model.inputs, in_names):
-                port.get_tensor().set_names({name})
-            for port, name in zip(model.outputs, out_names):
-                port.get_tensor().set_names({name})
-            if "kv_precision" in params:
-                model = _set_kv_type(model, getattr(ov.Type, params["kv_precision"]))
-            ov.save_model(model, scratch / f"{variant}.xml", compress_to_fp16=False)
-            variants[variant] = {"xml": f"{variant}.xml", **describe(model)}
-        meta = {"chunk": chunk, "variants": variants}
+        ov.save_model(merge_graphs(graphs), scratch / CHUNK_XML, compress_to_fp16=False)
+        meta = {"chunk": chunk, "xml": CHUNK_XML, "variants": variants}
         if "kv_precision" in params:  # decoder chunks: the cache's element type, which the manifest records
             meta["kv_precision"] = params["kv_precision"]
         write_json(scratch / META, meta)

@@ -148,6 +148,11 @@ class Recipe:
         s, static = self.settings, self.shapes() == "static"
         if chunk.kind == "head":  # the runtime feeds it the one row whose logits it needs
             graphs = {DECODE: {"tokens": 1}}
+        elif static and chunk.kind == "embed":
+            # One graph, so the table is held once: a decode call looks its id up through the prefill graph (a
+            # few rows more of a lookup cost nothing). NPUW shares no table between two graphs: its weights bank
+            # needs NPUW_FOLD + NPUW_FUNCALL_FOR_ALL, with which it fails to compile a lookup alone.
+            graphs = {PREFILL: {"tokens": s["prefill_len"]}}
         elif static:
             graphs = {PREFILL: {"tokens": s["prefill_len"]}, DECODE: {"tokens": 1}}
         else:
@@ -271,8 +276,10 @@ class Recipe:
             props["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = "0"
         if s["inference_precision"] != "default":
             props["INFERENCE_PRECISION_HINT"] = s["inference_precision"]
-        if s.get("npuw_on_cpu"):
-            props = {"NPU_USE_NPUW": "YES", "NPUW_DEVICES": "CPU"}
+        if s["device"] == "NPU":
+            # Through the NPU plugin's NPUW path, as OpenVINO GenAI's NPU pipeline, whose weights bank lets a
+            # chunk's graphs share one copy (nitro/build/compile.py); npuw_on_cpu runs its subgraphs on the CPU.
+            props = {"NPU_USE_NPUW": "YES", "NPUW_DEVICES": "CPU" if s.get("npuw_on_cpu") else "NPU"}
         props.update(s.get("device_properties", {}))
         return {"device": s["device"], "properties": props}
 
@@ -291,9 +298,10 @@ class Recipe:
         return math.ceil(BASE_MB + factor * f32_mb(chunk_params(self.spec, self.chunk(name))))
 
     def disk_mb(self, step: str, name: str | None = None) -> int:
-        """Declared disk space a step writes: its weights in the precision it writes them, once per graph
-        variant, plus a little for graphs and metadata (checked against what each step wrote by
-        tests/test_artifacts.py). A step checks it is free before it starts."""
+        """Declared disk space a step writes: its weights in the precision it writes them, once (a chunk's IR
+        holds its variants on one copy; compiled blobs one each, but for an NPU's weightless ones), plus a
+        little for graphs and metadata (checked against what each step wrote by tests/test_artifacts.py). A step
+        checks it is free before it starts."""
         if step == "assemble":
             return 1
         if step == "source":
@@ -303,9 +311,14 @@ class Recipe:
         chunk = self.chunk(name)
         variants = len(self.export_params(name)["graphs"])
         bytes_per_weight = 4.0 if step == "export" else self._compressed_bytes_per_weight(name)
-        if step == "compile" and self.settings["device"] == "NPU" and chunk.kind != "decoder":
-            bytes_per_weight = max(bytes_per_weight, 2.0)  # measured: the NPU plugin stores vocabulary tables at f16
-        return math.ceil(1.1 * variants * chunk_params(self.spec, chunk) * bytes_per_weight / 2**20) + 2 * variants
+        copies = 1
+        if step == "compile" and self.settings["device"] != "NPU":
+            copies = variants
+        elif step == "compile" and chunk.kind == "embed":
+            bytes_per_weight = max(bytes_per_weight, 2.0)  # measured: the NPU plugin stores the table at f16
+        elif step == "compile":
+            copies = 0  # weightless blobs (nitro/build/compile.py)
+        return math.ceil(1.1 * copies * chunk_params(self.spec, chunk) * bytes_per_weight / 2**20) + 2 * variants
 
     def _compressed_bytes_per_weight(self, name: str) -> float:
         """A weight's bytes after compression, with its share of the scales (f16) and zero points."""

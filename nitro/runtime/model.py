@@ -106,8 +106,11 @@ class Model:
         self._mapped = []  # the blobs' memory maps, which must outlive the compiled models pointing into them
         for chunk in steps:
             for variant, info in chunk["variants"].items():
-                self.requests[chunk["name"], variant] = self._load(info["blob"])
-        self.embed, self.head = chunks[0]["name"], chunks[-1]["name"]
+                self.requests[chunk["name"], variant] = self._load(chunk, info)
+        self.head = chunks[-1]["name"]
+        embed = chunks[0]
+        (embed_variant,) = embed["variants"]  # dynamic, or prefill (static)
+        self._embed, self._embed_ids = self.requests[embed["name"], embed_variant], None
         self.decoders = [c for c in chunks if c["kind"] == "decoder"]
         self.dynamic = DYNAMIC in self.decoders[0]["variants"]
         self.kv_dtype, self.kv_type = KV_TYPES[m["kv_precision"]]
@@ -119,20 +122,24 @@ class Model:
         self._bound = {}  # variant -> its input buffers (see _inputs)
         self.position = 0
 
-    def _load(self, blob: str) -> ov.InferRequest:
+    def _load(self, chunk: dict, variant: dict) -> ov.InferRequest:
         """Import a compiled blob from a private memory map of the file, run it once, then drop the map's pages.
 
         The CPU plugin copies most weights into its own layout on a graph's first inference, reading them from
         the blob; afterwards only what it keeps in place (the embedding rows a prompt looks up) is read from the
         map, and such pages come back from the file when touched. Releasing each chunk's pages right after its
         first run bounds the peak to the plugin's copies plus one blob (Llama-3.2-1B shape, after generating:
-        2595 MB resident with the pages kept, 1411 MB with them released)."""
-        device, path = self.manifest["device"], self.root / blob
+        2595 MB resident with the pages kept, 1411 MB with them released). A weightless blob (NPU) reads its
+        weights from the chunk's IR, into one copy its graphs share (the variant's properties name it)."""
+        device, path = self.manifest["device"], self.root / variant["blob"]
+        properties = {**device["properties"], **variant["properties"]}
+        if chunk["weights"]:
+            properties["WEIGHTS_PATH"] = str(self.root / chunk["weights"])
         try:
             with open(path, "rb") as f:
                 mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
             compiled = self.core.import_model(ov.Tensor(np.frombuffer(mapped, np.uint8), shared_memory=True),
-                                              device["device"], device["properties"])
+                                              device["device"], properties)
         except (OSError, ValueError, RuntimeError) as exc:  # unreadable, empty (mmap), rejected by the plugin
             raise ArtifactError(self._unloadable(path, exc)) from None
         request = compiled.create_infer_request()
@@ -181,17 +188,24 @@ class Model:
                     self.requests[chunk["name"], variant].set_tensor(past_name(kind, layer),
                                                                      _shared(buffer, self.kv_type))
 
-    def _inputs(self, variant: str, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The ids [1,T], positions [1,T] and hidden-state [1,T,D] buffers bound to the variant's graphs, where
-        T is the graph's token count (static) or n (dynamic). They are bound when T changes, not every call:
-        rebinding a graph's inputs costs the CPU plugin more than the copies into bound buffers do."""
+    def _ids(self, n: int) -> np.ndarray:
+        """The ids buffer [1,T] bound to the embedding's one graph: T is n (dynamic) or prefill_len (static, where a
+        decode call looks its one id up through the prefill graph). Bound when T changes, as _inputs."""
+        T = n if self.dynamic else self.prefill_len
+        if self._embed_ids is None or self._embed_ids.shape[1] != T:
+            self._embed_ids = np.zeros((1, T), np.int64)
+            self._embed.set_tensor(INPUT_IDS, _shared(self._embed_ids))
+        return self._embed_ids
+
+    def _inputs(self, variant: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The positions [1,T] and hidden-state [1,T,D] buffers bound to the variant's decoder graphs, where T is
+        the graph's token count (static) or n (dynamic). They are bound when T changes, not every call: rebinding
+        a graph's inputs costs the CPU plugin more than the copies into bound buffers do."""
         T = n if self.dynamic else 1 if variant == DECODE else self.prefill_len
         bound = self._bound.get(variant)
         if bound is None or bound[0].shape[1] != T:
-            bound = (np.zeros((1, T), np.int64), np.zeros((1, T), np.int64),
-                     np.zeros((1, T, self.spec["hidden_size"]), np.float32))
-            ids, positions, hidden = bound
-            self.requests[self.embed, variant].set_tensor(INPUT_IDS, _shared(ids))
+            bound = np.zeros((1, T), np.int64), np.zeros((1, T, self.spec["hidden_size"]), np.float32)
+            positions, hidden = bound
             for chunk in self.decoders:
                 req = self.requests[chunk["name"], variant]
                 req.set_input_tensor(0, _shared(hidden))
@@ -214,16 +228,16 @@ class Model:
         n, pos = len(ids), self.position
         self._reserve(pos + n)
         variant = DYNAMIC if self.dynamic else DECODE if n == 1 else PREFILL
-        id_buffer, positions, hidden = self._inputs(variant, n)
+        id_buffer = self._ids(n)
+        positions, hidden = self._inputs(variant, n)
         id_buffer[0, :n] = ids
         id_buffer[0, n:] = 0
         positions[0] = np.arange(pos, pos + positions.shape[1])
         first = self.dynamic and pos == 0  # nothing cached yet: see _bind_past
-        embed = self.requests[self.embed, variant]
-        embed.infer()
-        out = embed.get_output_tensor(0)
+        self._embed.infer()
+        out = self._embed.get_output_tensor(0)
         for chunk in self.decoders:
-            np.copyto(hidden, out.data)
+            np.copyto(hidden, out.data[:, :hidden.shape[1]])  # a static decode call's id is the lookup's first row
             req = self.requests[chunk["name"], variant]
             if first:
                 self._bind_past(chunk, first_call=True)
