@@ -78,6 +78,13 @@ REAL_SHAPES = {
         rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                       "original_max_position_embeddings": 8192},
     ),
+    "llama-3.1-8b": dict(  # benchmarks/build_8b.py
+        model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+        num_attention_heads=32, num_key_value_heads=8, head_dim=128, rms_norm_eps=1e-5,
+        max_position_embeddings=131072, tie_word_embeddings=False, rope_theta=500000.0,
+        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                      "original_max_position_embeddings": 8192},
+    ),
 }
 
 
@@ -101,30 +108,37 @@ def tokenizer_files(family: str) -> Path:
     return folder
 
 
-def make_checkpoint(dest: Path, family: str, shape: dict | None = None, seed: int = 0) -> Path:
-    """Write a random-weight HF checkpoint (safetensors, config, tokenizer, generation config) to `dest`."""
+def make_checkpoint(dest: Path, family: str, shape: dict | None = None, seed: int = 0, dtype: str = "float32",
+                    weight_std: float = 0.08) -> Path:
+    """Write a random-weight HF checkpoint (safetensors shards, config, tokenizer, generation config) to `dest`,
+    a tensor at a time, so that a checkpoint of any size is written holding at most a shard of it. Norms and
+    biases are random too, so a missing or misplaced one shows in the logits."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
+    from .build.source import ShardWriter
+
     dest = Path(dest)
-    tok_dir = tokenizer_files(family)
-    tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+    dest.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_files(family)))
     settings = dict(shape or TINY[family])
     model_type = settings.pop("model_type")
-    vocab = len(tokenizer)
     eos = [tokenizer.convert_tokens_to_ids(t) for t in _eos_tokens(family)]
-    config = AutoConfig.for_model(model_type, vocab_size=vocab, eos_token_id=eos, bos_token_id=None, **settings)
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
-    with torch.no_grad():  # random norms and biases too, so a missing or misplaced one shows in the logits
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.normal_(1.0, 0.2)
-            elif name.endswith(".bias"):
-                p.normal_(0.0, 0.5)
-            else:
-                p.normal_(0.0, 0.08)
-    model.save_pretrained(dest)
+    config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), eos_token_id=eos, bos_token_id=None,
+                                  dtype=dtype, **settings)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
+    generator = torch.Generator().manual_seed(seed)
+    with ShardWriter(dest) as shards:
+        for name, meta in model.state_dict().items():
+            if name in tied:
+                continue
+            mean, std = (1.0, 0.2) if name.endswith("norm.weight") else (0.0, 0.5) if name.endswith(".bias") \
+                else (0.0, weight_std)
+            tensor = torch.randn(meta.shape, generator=generator) * std + mean
+            shards.add(name, tensor.to(getattr(torch, dtype)))
+    config.save_pretrained(dest)
     tokenizer.save_pretrained(dest)
     GenerationConfig(eos_token_id=eos, do_sample=False).save_pretrained(dest)
     return dest

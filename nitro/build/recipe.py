@@ -22,6 +22,7 @@ IMPORTED_BY_NAME = {"nitro.models": graph_modules()}
 
 # Resident size of a build step before any weights: Python, torch, OpenVINO, NNCF imported.
 BASE_MB = 900
+SHARD_MB = 1024  # the source step's safetensors shards (nitro.build.source.ShardWriter)
 FOUR_BIT_MODES = ("INT4_SYM", "INT4_ASYM", "NF4")
 NNCF_GROUP_SIZE = 128  # what NNCF's compress_weights uses for 4-bit modes when given no group size
 GROUP_SIZES = (16, 32, 64, 128, 256)  # the group sizes an error suggests
@@ -76,7 +77,12 @@ class Recipe:
         self.name = name
         self.settings = settings
         self.source = Source.resolve(settings["source"], base)
-        self.spec = spec_for(self.source.hf_config())
+        config = self.source.hf_config()
+        self.spec = spec_for(config)
+        # what the export stores a weight in: a bf16 or f16 checkpoint's own type, else float32 (GGUF sources
+        # are dequantised to float32; see nitro.build.export.narrow_weights)
+        narrow = (config.get("dtype") or config.get("torch_dtype")) in ("bfloat16", "float16")
+        self.export_bytes_per_weight = 2.0 if narrow else 4.0
         self.source.check_weights()
         self.chunks = chunk_plan(self.spec.num_layers, self._chunk_size())
         self._check()
@@ -289,11 +295,15 @@ class Recipe:
         f32_mb = lambda params: params * 4 / 2**20  # noqa: E731
         if step == "source":
             total = sum(chunk_params(self.spec, c) for c in self.chunks)
-            factor = 3.0 if self.source.kind == "gguf" else 0.5
-            return math.ceil(BASE_MB + factor * f32_mb(total))
-        if step == "assemble":
-            total = sum(chunk_params(self.spec, c) for c in self.chunks)
-            return math.ceil(BASE_MB + 3.0 * f32_mb(total))
+            if self.source.kind != "gguf":  # links (or downloads) files and reads their headers
+                return BASE_MB
+            # a shard of float32 tensors (one file write of it), and the largest tensor being converted
+            largest = max(chunk_params(self.spec, c) for c in self.chunks if c.kind != "decoder")
+            return math.ceil(BASE_MB + 2.0 * min(f32_mb(total), SHARD_MB) + 3.0 * f32_mb(largest))
+        if step == "assemble":  # every chunk loaded as the runtime loads it: its compressed weights
+            compressed_mb = sum(chunk_params(self.spec, c) * self._compressed_bytes_per_weight(c.name)
+                                for c in self.chunks) / 2**20
+            return math.ceil(BASE_MB + 3.0 * compressed_mb)
         factor = {"export": 4.0, "compress": 3.0, "compile": 3.0}[step]
         return math.ceil(BASE_MB + factor * f32_mb(chunk_params(self.spec, self.chunk(name))))
 
@@ -310,7 +320,10 @@ class Recipe:
             return math.ceil(sum(Path(f).stat().st_size for f in self.source.files()) / 2**20) + 16
         chunk = self.chunk(name)
         variants = len(self.export_params(name)["graphs"])
-        bytes_per_weight = 4.0 if step == "export" else self._compressed_bytes_per_weight(name)
+        if step == "export":
+            bytes_per_weight = self.export_bytes_per_weight
+        else:
+            bytes_per_weight = self._compressed_bytes_per_weight(name)
         copies = 1
         if step == "compile" and self.settings["device"] != "NPU":
             copies = variants

@@ -61,23 +61,103 @@ def _download(repo_id: str) -> Path:
 
 
 def _from_gguf(path: Path, dest: Path) -> None:
-    """Dequantise with transformers' GGUF loader and save as a plain float32 checkpoint."""
-    import torch
-    from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Dequantise a GGUF checkpoint into float32 safetensors shards a tensor at a time, converting it as
+    transformers' GGUF loader does (its config, tokenizer, tensor names and per-architecture processing), so the
+    step holds at most a shard and one tensor: the loader itself holds the whole model in float32 (32 GB for an
+    8B model). The file is read through a memory map whose pages are dropped after each tensor."""
+    import mmap
 
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    if model.config.tie_word_embeddings:
-        state.pop("lm_head.weight", None)
-    save_file(state, str(dest / "model.safetensors"), metadata={"format": "pt"})
-    config = model.config.to_dict()
-    config.pop("quantization_config", None)
-    config["architectures"] = [type(model).__name__]
-    (dest / "config.json").write_text(json.dumps(config, indent=2))
-    model.generation_config.save_pretrained(dest)
-    tokenizer.save_pretrained(dest)
+    import numpy as np
+    import torch
+    from gguf import GGUFReader, dequantize
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    from transformers.modeling_gguf_pytorch_utils import (TENSOR_PROCESSORS, TensorProcessor,
+                                                          get_gguf_hf_weights_map, load_gguf_checkpoint)
+
+    from ..sources import read_gguf_header
+
+    config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    wanted = set(model.state_dict()) - ({"lm_head.weight"} if config.tie_word_embeddings else set())
+    parsed = load_gguf_checkpoint(str(path))  # the metadata only
+    architecture = read_gguf_header(path)[0]["general.architecture"]
+    processor = TENSOR_PROCESSORS.get(architecture, TensorProcessor)(config=parsed["config"])
+    hf_names = get_gguf_hf_weights_map(model, processor)
+    reader = GGUFReader(path)
+    with ShardWriter(dest) as shards:
+        for tensor in reader.tensors:
+            result = processor.process(weights=dequantize(tensor.data, tensor.tensor_type), name=tensor.name,
+                                       tensor_key_mapping=hf_names, parsed_parameters=parsed)
+            name = hf_names.get(result.name)
+            if name in wanted:
+                shards.add(name, torch.from_numpy(np.array(result.weights, np.float32)))
+            if hasattr(mmap, "MADV_DONTNEED"):
+                reader.data._mmap.madvise(mmap.MADV_DONTNEED)  # np.memmap's own map of the file
+    missing = wanted - set(shards.weight_map)
+    if missing:
+        raise ValueError(f"{path}: no tensor for {', '.join(sorted(missing)[:3])} (and {len(missing)} in all)")
+    config_dict = config.to_dict()
+    config_dict.pop("quantization_config", None)
+    config_dict.update(architectures=[type(model).__name__], dtype="float32")  # the shards' type
+    (dest / "config.json").write_text(json.dumps(config_dict, indent=2))
+    GenerationConfig.from_model_config(config).save_pretrained(dest)
+    AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name).save_pretrained(dest)
+
+
+# safetensors' float dtypes -> torch's names for them
+SAFETENSORS_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
+
+
+class ShardWriter:
+    """Writes a checkpoint as safetensors shards of about `shard_bytes`, each written once full, plus the index
+    Hugging Face loaders read (model.safetensors.index.json): memory holds a shard, never the checkpoint."""
+
+    INDEX = "model.safetensors.index.json"
+
+    def __init__(self, folder: Path, shard_bytes: int = 1 << 30):
+        self.folder, self.shard_bytes = Path(folder), shard_bytes
+        self.pending, self.pending_bytes, self.total_bytes = {}, 0, 0
+        self.weight_map: dict[str, str] = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, *_):
+        if kind is None:
+            self._flush()
+            write_json(self.folder / self.INDEX, {"metadata": {"total_size": self.total_bytes},
+                                                  "weight_map": self.weight_map})
+
+    def add(self, name: str, tensor) -> None:
+        self.pending[name] = tensor.contiguous()
+        self.pending_bytes += tensor.numel() * tensor.element_size()
+        if self.pending_bytes >= self.shard_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        import torch
+
+        if not self.pending:
+            return
+        path = self.folder / f"model-{len(set(self.weight_map.values())) + 1:05d}.safetensors"
+        header, offset = {"__metadata__": {"format": "pt"}}, 0
+        for name, tensor in self.pending.items():
+            size = tensor.numel() * tensor.element_size()
+            dtype = next(k for k, v in SAFETENSORS_DTYPES.items() if getattr(torch, v) == tensor.dtype)
+            header[name] = {"dtype": dtype,
+                            "shape": list(tensor.shape), "data_offsets": [offset, offset + size]}
+            offset += size
+        text = json.dumps(header, separators=(",", ":")).encode()
+        text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
+        with open(path, "wb") as f:
+            f.write(len(text).to_bytes(8, "little"))
+            f.write(text)
+            for tensor in self.pending.values():
+                f.write(tensor.reshape(-1).view(torch.uint8).numpy().data)
+        self.weight_map.update({name: path.name for name in self.pending})
+        self.total_bytes += offset
+        self.pending, self.pending_bytes = {}, 0
 
 
 def safetensors_header(f) -> tuple[dict, int]:
