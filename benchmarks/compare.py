@@ -209,26 +209,38 @@ def step_logs(build: Path) -> list[dict]:
 
 
 def optimum_export(hf: Path, dest: Path, env: dict) -> dict:
-    """`optimum-cli export openvino --weight-format int8`: its wall time, and its peak RSS polled from its own
-    high-water mark (the kernel keeps the peak, so polling misses only the growth of its last 0.1 s)."""
+    """`optimum-cli export openvino --weight-format int8`: its wall time and peak RSS."""
     log = dest.parent / f"{dest.name}.export.log"
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_dir(dest) as scratch, open(log, "w") as log_file:
+    with atomic_dir(dest) as scratch:
         cmd = [sys.executable, "-m", "optimum.commands.optimum_cli", "export", "openvino", "--model", str(hf),
                "--task", "text-generation-with-past", "--weight-format", "int8", str(scratch)]
+        figures = watch(cmd, env, log)
+        if figures["returncode"]:
+            raise RuntimeError(f"optimum-cli export of {hf} failed ({figures['returncode']}); see {log}")
+    return {k: figures[k] for k in ("wall_s", "peak_rss_mb")}
+
+
+def watch(cmd: list[str], env: dict, log: Path, limit_mb: float | None = None) -> dict:
+    """Run `cmd` (output to `log`): its wall time, return code, and peak RSS polled from its own high-water mark
+    (the kernel keeps the peak, so polling misses only the growth of its last 0.1 s). Past `limit_mb` it is
+    killed, and `killed` says so."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as log_file:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
-        peak = 0.0
+        peak, killed = 0.0, False
         while proc.poll() is None:
             try:
                 peak = max(peak, peak_rss_mb(proc.pid))
             except FileNotFoundError:  # exited between poll() and the read
                 pass
+            if limit_mb and peak > limit_mb and not killed:
+                proc.kill()
+                killed = True
             time.sleep(0.1)
-        wall = time.perf_counter() - start
-        if proc.returncode:
-            raise RuntimeError(f"optimum-cli export of {hf} failed ({proc.returncode}); see {log}")
-    return {"wall_s": round(wall, 3), "peak_rss_mb": round(peak, 1)}
+    return {"wall_s": round(time.perf_counter() - start, 3), "peak_rss_mb": round(peak, 1),
+            "returncode": proc.returncode, "killed": killed}
 
 
 def speed(s: Subject, out: Path, anchor_env: dict, args) -> dict:
