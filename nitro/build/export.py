@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..artifacts import (CHUNK_XML, HIDDEN, INPUT_IDS, KV, LOGITS, META, POSITION_IDS, TENSOR_INDEX, atomic_dir, is_past,
-                         past_name, write_json)
+from ..artifacts import (CHUNK_XML, HIDDEN, INPUT_IDS, KV, LOGITS, META, POSITION_IDS, TENSOR_INDEX, atomic_dir,
+                         is_past, past_name, write_json)
 from ..models import ModelSpec, modules_for, spec_for
 from .graphs import merge_graphs
 from .source import SAFETENSORS_DTYPES, safetensors_header

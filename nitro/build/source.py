@@ -117,7 +117,7 @@ class ShardWriter:
 
     def __init__(self, folder: Path, shard_bytes: int = 1 << 30):
         self.folder, self.shard_bytes = Path(folder), shard_bytes
-        self.pending, self.pending_bytes, self.total_bytes = {}, 0, 0
+        self.pending, self.pending_bytes, self.total_bytes, self.shards = {}, 0, 0, 0
         self.weight_map: dict[str, str] = {}
 
     def __enter__(self):
@@ -140,13 +140,13 @@ class ShardWriter:
 
         if not self.pending:
             return
-        path = self.folder / f"model-{len(set(self.weight_map.values())) + 1:05d}.safetensors"
+        self.shards += 1
+        path = self.folder / f"model-{self.shards:05d}.safetensors"
         header, offset = {"__metadata__": {"format": "pt"}}, 0
         for name, tensor in self.pending.items():
             size = tensor.numel() * tensor.element_size()
             dtype = next(k for k, v in SAFETENSORS_DTYPES.items() if getattr(torch, v) == tensor.dtype)
-            header[name] = {"dtype": dtype,
-                            "shape": list(tensor.shape), "data_offsets": [offset, offset + size]}
+            header[name] = {"dtype": dtype, "shape": list(tensor.shape), "data_offsets": [offset, offset + size]}
             offset += size
         text = json.dumps(header, separators=(",", ":")).encode()
         text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
