@@ -72,19 +72,17 @@ def _from_gguf(path: Path, dest: Path) -> None:
     from gguf import GGUFReader, dequantize
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
     from transformers.modeling_gguf_pytorch_utils import (TENSOR_PROCESSORS, TensorProcessor,
-                                                          get_gguf_hf_weights_map, load_gguf_checkpoint)
-
-    from ..sources import read_gguf_header
+                                                          get_gguf_hf_weights_map, load_gguf_checkpoint, read_field)
 
     config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     wanted = set(model.state_dict()) - ({"lm_head.weight"} if config.tie_word_embeddings else set())
     parsed = load_gguf_checkpoint(str(path))  # the metadata only
-    architecture = read_gguf_header(path)[0]["general.architecture"]
+    reader = GGUFReader(path)
+    architecture = read_field(reader, "general.architecture")[0]
     processor = TENSOR_PROCESSORS.get(architecture, TensorProcessor)(config=parsed["config"])
     hf_names = get_gguf_hf_weights_map(model, processor)
-    reader = GGUFReader(path)
     with ShardWriter(dest) as shards:
         for tensor in reader.tensors:
             result = processor.process(weights=dequantize(tensor.data, tensor.tensor_type), name=tensor.name,
