@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from compare import optimum_environment, read_bandwidth_gbs, watch, worker_environment
+from compare import decode_weight_bytes, optimum_environment, read_bandwidth_gbs, watch, worker_environment
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -113,8 +113,7 @@ def generate(root: Path) -> dict:
         logits = model.forward([tokens[-1]])
         decode_s += time.perf_counter() - start
         tokens.append(int(logits.argmax()))
-    weights = sum((root / c["xml"]).with_suffix(".bin").stat().st_size for c in model.manifest["chunks"]
-                  if c["kind"] != "embed")
+    weights = decode_weight_bytes(root, model.manifest)
     return {"tokens": tokens, "load_s": round(load_s, 1), "decode_tok_s": round((NEW_TOKENS - 1) / decode_s, 3),
             "weight_bytes": weights, "peak_rss_mb": round(peak_rss_mb(), 1)}
 

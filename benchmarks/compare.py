@@ -293,14 +293,19 @@ def run_worker(tool: str, s: Subject, result: Path, prompt: Path, anchor_env: di
     return json.loads(result.read_text())
 
 
+def decode_weight_bytes(build: Path, manifest: dict) -> int:
+    """Weight bytes a decode step reads: every decoder chunk and the head (the embedding reads one row)."""
+    chunks = [c for c in manifest["chunks"] if c["kind"] != "embed"]
+    return sum((build / c["xml"]).with_suffix(".bin").stat().st_size for c in chunks)
+
+
 def ceiling(s: Subject, bandwidth_gbs: float, figures: dict, tokens: int) -> dict:
     """Decode's physical ceiling: bandwidth ÷ weight bytes read per token (every decoder layer and the LM head;
     the embedding reads one row), taken from NITRO's compressed graphs. The KV-cache slots NITRO's attention
     reads every step at the end of the run (`tokens` long) are reported beside it: all `max_seq_len` for static
     graphs, the cache allocated so far for dynamic ones."""
     manifest = json.loads((s.build / "manifest.json").read_text())
-    weight_bytes = sum((s.build / c["xml"]).with_suffix(".bin").stat().st_size
-                       for c in manifest["chunks"] if c["kind"] != "embed")
+    weight_bytes = decode_weight_bytes(s.build, manifest)
     spec = manifest["spec"]
     slots = cache_capacity(tokens, manifest["max_seq_len"], manifest["shapes"] == "dynamic")
     kv_item = {"f32": 4, "f16": 2, "bf16": 2}[manifest["kv_precision"]]
