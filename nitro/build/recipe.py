@@ -309,7 +309,7 @@ class Recipe:
 
     def disk_mb(self, step: str, name: str | None = None) -> int:
         """Declared disk space a step writes: its weights in the precision it writes them, once (a chunk's IR
-        holds its variants on one copy; compiled blobs one each, but for an NPU's weightless ones), plus a
+        holds its variants on one copy; compiled blobs one each, but for an NPU's weightless decoder blobs), plus a
         little for graphs and metadata (checked against what each step wrote by tests/test_artifacts.py). A step
         checks it is free before it starts."""
         if step == "assemble":
@@ -327,9 +327,7 @@ class Recipe:
         copies = 1
         if step == "compile" and self.settings["device"] != "NPU":
             copies = variants
-        elif step == "compile" and chunk.kind == "embed":
-            bytes_per_weight = max(bytes_per_weight, 2.0)  # measured: the NPU plugin stores the table at f16
-        elif step == "compile":
+        elif step == "compile" and chunk.kind == "decoder":
             copies = 0  # weightless blobs (nitro/build/compile.py)
         return math.ceil(1.1 * copies * chunk_params(self.spec, chunk) * bytes_per_weight / 2**20) + 2 * variants
 
