@@ -264,20 +264,24 @@ def test_api_key_required_only_when_given_and_never_logged(servers):
 def test_sampling_fields_beyond_openais_are_honoured_and_unknown_ones_refused(servers, runtime):
     """top_k, min_p and repetition_penalty, as vLLM and llama.cpp's server take them (extra body fields): top_k
     1 and min_p 1 leave only the likeliest token, so sampling gives the greedy text; a repetition penalty gives
-    the runtime's penalized text. A field the server does not know is refused, never ignored."""
+    the runtime's penalized text; prompt lookup gives the greedy text, and is refused with sampling. A field the
+    server does not know is refused, never ignored."""
     client, question = servers["keyed"].client(), QUESTIONS[2]
     greedy = direct(runtime, "chat", question, max_new_tokens=16).text
     penalized = direct(runtime, "chat", question, max_new_tokens=16, repetition_penalty=1.5).text
     assert penalized != greedy
     cases = [({"temperature": 1.0, "seed": 3, "extra_body": {"top_k": 1}}, greedy),
              ({"temperature": 1.0, "seed": 3, "extra_body": {"min_p": 1.0}}, greedy),
-             ({"extra_body": {"repetition_penalty": 1.5}}, penalized)]
+             ({"extra_body": {"repetition_penalty": 1.5}}, penalized),
+             ({"extra_body": {"prompt_lookup": 4}}, greedy)]
     for request, expected in cases:
         assert ask(client, "chat", question, max_tokens=16, **request)[0] == expected, request
     with pytest.raises(openai.BadRequestError, match="ignore_eos: Extra inputs are not permitted"):
         ask(client, "chat", question, max_tokens=4, extra_body={"ignore_eos": True})
     with pytest.raises(openai.BadRequestError, match="top_k"):
         ask(client, "chat", question, max_tokens=4, extra_body={"top_k": -1})
+    with pytest.raises(openai.BadRequestError, match="prompt_lookup = 4: it verifies drafts against greedy"):
+        ask(client, "chat", question, max_tokens=4, temperature=0.7, extra_body={"prompt_lookup": 4})
 
 
 def test_an_answer_cut_by_max_tokens_says_length_and_models_list_the_context(servers):

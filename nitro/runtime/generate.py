@@ -2,6 +2,10 @@
 
 The Generator mirrors the KV cache in `context` (the token ids whose K/V are cached), so a chat turn whose
 prompt extends the cached tokens prefills only the new ones; any other call starts from a clean state.
+
+With `prompt_lookup`, each decode call also runs a draft of the next tokens, copied from where the text's last
+tokens occur earlier in it; the greedy choices after each drafted token then come from that one call, as far as
+the draft agrees with them, and the cache is rewound past the rest. The text is the plain greedy text.
 """
 from __future__ import annotations
 
@@ -60,6 +64,18 @@ def chat_ids(tokenizer, messages: list[dict]) -> list[int]:
 
 
 REUSE = ("none", "context", "prefix")  # how a prompt may use the KV cache the previous one left (_prefill)
+LOOKUP_NGRAM = 3  # the longest run of last tokens a draft is looked up by
+
+
+def draft(history: list[int], size: int) -> list[int]:
+    """Up to `size` tokens that followed the latest earlier occurrence of the text's last LOOKUP_NGRAM tokens
+    (or, failing that, of fewer), as prompt-lookup decoding guesses; [] when none recurs."""
+    for n in range(min(LOOKUP_NGRAM, len(history) - 1), 0, -1):
+        tail = history[-n:]
+        for start in range(len(history) - n - 1, -1, -1):
+            if history[start:start + n] == tail:
+                return history[start + n:start + n + size]
+    return []
 
 
 class Generator:
@@ -158,30 +174,41 @@ class Stream:
         logits, prefilled = gen._prefill(self.prompt_ids, self.reuse)
         history = list(self.prompt_ids)
         new: list[int] = []
+        drafted: list[int] = []  # tokens run after the last chosen one, each with the logits that follow it
+        following: list[np.ndarray] = []
         emitted, finish, first_at = "", "length", None
-        while True:
-            token = sampler(logits, history)
-            if first_at is None:
-                first_at = time.perf_counter()
-            if token in gen.eos_ids and not p.ignore_eos:
-                finish = "stop"
-                break
-            new.append(token)
-            history.append(token)
-            if self.logprobs is not None:
-                self.logprobs_so_far.append(token_logprob(logits, token, self.logprobs, gen.tokenizer.decode))
-            text, stopped = self._text(new)
-            ready = text if stopped else self._settled(text)
-            if len(ready) > len(emitted):
-                yield ready[len(emitted):]
-                emitted = ready
-            if stopped:
-                finish = "stop"
-                break
-            if len(new) >= p.max_new_tokens:
-                break
-            logits = gen.model.forward([token])
-            gen.context.append(token)
+        try:
+            while True:
+                token = sampler(logits, history)
+                if first_at is None:
+                    first_at = time.perf_counter()
+                if token in gen.eos_ids and not p.ignore_eos:
+                    finish = "stop"
+                    break
+                new.append(token)
+                history.append(token)
+                if self.logprobs is not None:
+                    self.logprobs_so_far.append(token_logprob(logits, token, self.logprobs, gen.tokenizer.decode))
+                text, stopped = self._text(new)
+                ready = text if stopped else self._settled(text)
+                if len(ready) > len(emitted):
+                    yield ready[len(emitted):]
+                    emitted = ready
+                if stopped:
+                    finish = "stop"
+                    break
+                if len(new) >= p.max_new_tokens:
+                    break
+                gen.context.append(token)
+                if drafted and drafted[0] == token:  # the last call ran it already
+                    drafted.pop(0)
+                    logits = following.pop(0)
+                    continue
+                if drafted:  # the draft went another way from here: forget what the cache holds past it
+                    gen.model.rewind(len(gen.context) - 1)
+                logits, drafted, following = self._run(token, history)
+        finally:
+            gen.model.rewind(len(gen.context))  # drafted tokens not taken, or a stream closed early
         final, _ = self._text(new)
         if len(final) > len(emitted):
             yield final[len(emitted):]
@@ -190,6 +217,19 @@ class Stream:
             text=final, token_ids=new, prompt_tokens=len(self.prompt_ids), prefilled_tokens=prefilled,
             finish_reason=finish, ttft_s=first_at - start, decode_s=end - first_at,
         )
+
+    def _run(self, token: int, history: list[int]) -> tuple[np.ndarray, list[int], list[np.ndarray]]:
+        """Run the chosen token, and with prompt lookup a draft after it (as much as the cache and the token
+        budget leave room for); returns the logits after the token, the draft and the logits after each of its
+        tokens."""
+        model, size = self.gen.model, self.params.prompt_lookup
+        size = min(size, self.params.max_new_tokens - (len(history) - len(self.prompt_ids)),
+                   model.max_seq_len - model.position - 1)
+        guess = draft(history, size) if size > 0 else []
+        if not guess:
+            return model.forward([token]), [], []
+        rows = model.forward([token, *guess], all_logits=True)
+        return rows[0], guess, list(rows[1:])
 
     def _text(self, ids: list[int]) -> tuple[str, bool]:
         """The decoded new text, cut before the first stop string; and whether one was found."""

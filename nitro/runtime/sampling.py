@@ -22,6 +22,7 @@ class SamplingParams:
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
     ignore_eos: bool = False
+    prompt_lookup: int = 0  # draft up to this many tokens from the text so far (see generate.draft); 0: off
 
     def __post_init__(self):
         """The one check of every sampling value, for the commands, the Python API and the server alike (the
@@ -42,6 +43,11 @@ class SamplingParams:
             raise ValueError(f"top_k = {self.top_k}: must be >= 0 (0 keeps every token)")
         if self.repetition_penalty <= 0:
             raise ValueError(f"repetition_penalty = {self.repetition_penalty}: must be > 0 (1 is off)")
+        if self.prompt_lookup < 0:
+            raise ValueError(f"prompt_lookup = {self.prompt_lookup}: must be >= 0 (0 is off)")
+        if self.prompt_lookup and self.do_sample:
+            raise ValueError(f"prompt_lookup = {self.prompt_lookup}: it verifies drafts against greedy choices; "
+                             "use it with temperature 0, or set it to 0 to sample")
 
     @classmethod
     def from_temperature(cls, temperature: float | None, **settings) -> "SamplingParams":

@@ -52,6 +52,7 @@ class Sampling(BaseModel):
     top_k: int | None = Field(None, ge=0)  # 0: every token
     min_p: float | None = Field(None, ge=0, le=1)
     repetition_penalty: float | None = Field(None, gt=0)
+    prompt_lookup: int | None = Field(None, ge=0)  # greedy only: draft tokens a call (see nitro.runtime.generate)
     seed: int | None = Field(None, ge=0)
     stop: str | list[str] | None = None
     n: Literal[1] = 1
@@ -71,8 +72,8 @@ class Sampling(BaseModel):
 
     def sampling_params(self, max_new_tokens: int) -> SamplingParams:
         stop = [self.stop] if isinstance(self.stop, str) else self.stop or []
-        given = {name: getattr(self, name) for name in ("top_p", "top_k", "min_p", "repetition_penalty", "seed")
-                 if getattr(self, name) is not None}
+        given = {name: getattr(self, name) for name in ("top_p", "top_k", "min_p", "repetition_penalty", "seed",
+                                                        "prompt_lookup") if getattr(self, name) is not None}
         return SamplingParams.from_temperature(self.temperature, max_new_tokens=max_new_tokens, stop=stop, **given)
 
     @property
