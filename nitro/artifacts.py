@@ -57,6 +57,18 @@ def is_past(name: str) -> bool:
     return name.startswith("past_")
 
 
+def device_core(device: dict):
+    """An OpenVINO Core for the manifest's device: with the properties it sets on the devices it delegates to
+    (`host_properties`, e.g. the CPU under an NPU emulated by NPUW), which OpenVINO applies when a blob is
+    compiled or imported, not from the blob."""
+    import openvino as ov
+
+    core = ov.Core()
+    for name, properties in device.get("host_properties", {}).items():
+        core.set_property(name, properties)
+    return core
+
+
 def chunk_file(stage: str, chunk: str, name: str) -> str:
     """A file of a chunk's stage folder, relative to the model's folder (as the manifest names files)."""
     return f"{stage}/{chunk}/{name}"
@@ -111,7 +123,8 @@ class Manifest(TypedDict):
     max_seq_len: int  # KV cache slots
     prefill_len: int  # tokens per prefill call
     shapes: str  # "static" | "dynamic"
-    device: dict  # {"device": "CPU", "properties": {...}}: how every blob was compiled and is imported
+    device: dict  # {"device": "CPU", "properties": {...}, optionally "host_properties": {"CPU": {...}}}: how every
+    # blob was compiled and is imported (see device_core)
     kv_precision: str  # "f32" | "f16" | "bf16": the cache's element type at the graph boundary
     tokenizer: str  # the tokenizer folder, relative to the model's folder
     eos_token_ids: list[int]

@@ -10,7 +10,7 @@ import json
 import time
 from pathlib import Path
 
-from ..artifacts import META, atomic_dir, peak_rss_mb, sha256, write_json
+from ..artifacts import META, atomic_dir, device_core, peak_rss_mb, sha256, write_json
 from .graphs import graph_of
 
 
@@ -56,11 +56,9 @@ def npuw_properties(device: dict, kind: str, weights: Path) -> dict:
 
 
 def compile_chunk(compressed: Path, device: dict, out: Path) -> dict:
-    import openvino as ov
-
     check_device(device["device"], device["properties"])
     meta = json.loads((compressed / META).read_text())
-    core = ov.Core()
+    core = device_core(device)
     merged = core.read_model(compressed / meta["xml"])
     npuw = npuw_properties(device, meta["chunk"]["kind"], compressed / meta["xml"].replace(".xml", ".bin"))
     with atomic_dir(out) as scratch:

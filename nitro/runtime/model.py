@@ -23,7 +23,7 @@ import openvino as ov
 from tqdm import tqdm
 
 from ..artifacts import (DECODE, DYNAMIC, INPUT_IDS, KV, POSITION_IDS, PREFILL, ArtifactError, Manifest,
-                         past_name, read_manifest, rebuild_hint, verify)
+                         device_core, past_name, read_manifest, rebuild_hint, verify)
 
 # KV precision -> (numpy storage dtype, OpenVINO element type); numpy has no bf16, so it is stored as uint16.
 KV_TYPES = {"f32": (np.float32, ov.Type.f32), "f16": (np.float16, ov.Type.f16), "bf16": (np.uint16, ov.Type.bf16)}
@@ -99,7 +99,7 @@ class Model:
         self.spec = m["spec"]
         self.vocab_size = self.spec["vocab_size"]
         self.device = m["device"]["device"]
-        self.core = ov.Core()
+        self.core = device_core(m["device"])
         chunks = m["chunks"]
         steps = tqdm(chunks, desc=f"loading {self.root}", unit="chunk", leave=False, disable=not progress or None)
         self.requests = {}  # (chunk name, variant) -> InferRequest
