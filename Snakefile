@@ -26,6 +26,7 @@ except WorkflowError:
 include: "rules/common.smk"
 include: "rules/source.smk"
 include: "rules/export.smk"
+include: "rules/evaluate.smk"
 include: "rules/compress.smk"
 include: "rules/compile.smk"
 include: "rules/assemble.smk"

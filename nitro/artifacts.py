@@ -10,6 +10,8 @@ nitro/serve/) reads through it; neither imports the other. A built model is a fo
     compressed/<chunk>/      NNCF-compressed IR + meta.json (what `compiled/` is compiled from; an NPU blob is
                              weightless and reads its weights from this IR's .bin at run time)
     export/<chunk>/          uncompressed IR + meta.json
+    reference/               the held-out tokens (tokens.npy) and what the uncompressed chunks make of them
+                             (<chunk>.npy: each chunk's output; the head's as log-probabilities), for evaluation
     source/                  the checkpoint as a Hugging Face folder + tensor_index.json
     logs/                    every step's wall time and peak RSS: source.json, <stage>/<chunk>.json, assemble.json
 
@@ -35,7 +37,8 @@ META = "meta.json"  # a chunk folder's own description (chunk, variants, compres
 CHUNK_XML = "model.xml"  # a chunk's IR in export/ and compressed/, every variant in it
 
 # Stage folders of a built model, in the order the workflow writes them.
-SOURCE, EXPORT, COMPRESSED, COMPILED = "source", "export", "compressed", "compiled"
+SOURCE, EXPORT, REFERENCE, COMPRESSED, COMPILED = "source", "export", "reference", "compressed", "compiled"
+HELDOUT_TOKENS = "tokens.npy"  # in REFERENCE: the held-out token ids [T] every build is evaluated on
 TOKENIZER, LOGS = "tokenizer", "logs"
 TENSOR_INDEX = "tensor_index.json"  # in SOURCE: tensor name -> safetensors file holding it
 
@@ -74,8 +77,9 @@ def chunk_file(stage: str, chunk: str, name: str) -> str:
     return f"{stage}/{chunk}/{name}"
 
 
-# The steps run once per chunk, in order; their logs and the source's are the manifest's `steps`.
-CHUNK_STEPS = ("export", "compress", "compile")
+# The steps run once per chunk, in order; their logs, the source's and the held-out text's are the manifest's
+# `steps`.
+CHUNK_STEPS = ("export", "reference", "compress", "compile")
 
 
 def log_file(step: str, chunk: str | None = None) -> str:
@@ -133,6 +137,7 @@ class Manifest(TypedDict):
     versions: dict[str, str | None]  # package versions that built it; blobs load only on the same OpenVINO
     steps: list[dict]  # every step's log: step, chunk, wall_s, peak_rss_mb, mem_mb (declared)
     smoke: dict  # the final load: input_ids, argmax, load_s, peak_rss_mb
+    evaluation: dict  # on the held-out tokens: perplexity, and top-1 agreement and KL against the reference
 
 
 class ArtifactError(RuntimeError):
@@ -157,15 +162,39 @@ def _scratch(path: Path) -> Path:
     return path.parent / f".{path.name}.{uuid.uuid4().hex}.partial"
 
 
-def write_json(path: Path, data) -> None:
-    """Write JSON atomically: a reader (or a rerun after a kill) never sees half a file."""
+@contextlib.contextmanager
+def _atomic_file(path: Path, mode: str):
+    """An open scratch file beside `path` that becomes `path` once the block completes; a disk that fills raises
+    DiskFull, as atomic_dir."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _scratch(path)
-    with open(tmp, "x") as f:
+    try:
+        with open(tmp, mode) as f:
+            yield f
+        os.replace(tmp, path)
+    except OSError as exc:
+        if _out_of_space(exc, path.parent):
+            raise DiskFull(errno.ENOSPC, f"no space left on the file system of {path.parent} while writing "
+                                         f"{path.name}") from exc
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, data) -> None:
+    """Write JSON atomically: a reader (or a rerun after a kill) never sees half a file."""
+    with _atomic_file(path, "x") as f:
         json.dump(data, f, indent=2, sort_keys=True)
         f.write("\n")
-    os.replace(tmp, path)
+
+
+def write_array(path: Path, array) -> None:
+    """Write a numpy array (.npy) atomically, as write_json."""
+    import numpy as np
+
+    with _atomic_file(path, "xb") as f:
+        np.save(f, array)
 
 
 class DiskFull(OSError):

@@ -12,6 +12,7 @@ SUBCOMMANDS = {
     "bench": "measure TTFT, decode speed, load time and memory of a built model",
     "serve": "serve built models over an OpenAI-compatible HTTP API, with a chat page at /",
     "verify": "check a build's files against its manifest (size and sha256)",
+    "info": "show a build's chunks, compression, accuracy on held-out text and build steps",
 }
 
 

@@ -1,11 +1,14 @@
 rule assemble:
-    """Load every chunk together from its blob as the runtime will, run a smoke inference, write the manifest."""
+    """Load every chunk together from its blob as the runtime will, run a smoke inference, evaluate the model on the
+    held-out tokens against the uncompressed reference, write the manifest."""
     input:
         compiled=lambda w: expand(model_path(COMPILED, "{chunk}"), model=w.model, chunk=RECIPES[w.model].chunk_names),
         # hashed into the manifest, beside the blobs compiled from them
         compressed=lambda w: expand(model_path(COMPRESSED, "{chunk}"), model=w.model,
                                     chunk=RECIPES[w.model].chunk_names),
         tokenizer=model_path(TOKENIZER),
+        heldout=model_path(REFERENCE, HELDOUT_TOKENS),
+        reference=model_path(REFERENCE, "head.npy"),
         code=code("assemble"),
     output:
         model_path(MANIFEST),

@@ -7,7 +7,8 @@ import sys
 from snakemake.exceptions import WorkflowError
 
 sys.path.insert(0, workflow.basedir)
-from nitro.artifacts import COMPILED, COMPRESSED, EXPORT, MANIFEST, SOURCE, TOKENIZER, log_file  # noqa: E402
+from nitro.artifacts import (COMPILED, COMPRESSED, EXPORT, HELDOUT_TOKENS, MANIFEST, REFERENCE, SOURCE,  # noqa: E402
+                             TOKENIZER, log_file)
 from nitro.build.recipe import Recipe, RecipeError, step_code  # noqa: E402
 from nitro.models import UnsupportedModel  # noqa: E402
 from nitro.sources import SourceError  # noqa: E402

@@ -37,7 +37,7 @@ def build_dir(tmp_path_factory, name: str) -> Path:
 
 def tiny_recipe(source: Path, **overrides) -> dict:
     return {"source": str(source), "chunk_size": 3, "max_seq_len": 96, "prefill_len": 16,
-            "compression": {"mode": "none"}, **overrides}
+            "compression": {"mode": "none"}, "evaluate": {"tokens": 64}, **overrides}
 
 
 @pytest.fixture(scope="session")

@@ -50,8 +50,9 @@ def test_manifest_is_complete(smollm2_builds):
     assert kinds == {"compiled", "compressed", "tokenizer"} and "tokenizer/tokenizer.json" in m["files"]
     assert {"openvino", "nncf", "torch", "transformers"} <= {k for k, v in m["versions"].items() if v}
     steps = {(s["step"], s["chunk"]) for s in m["steps"]}
-    assert ("source", None) in steps and ("compile", "head") in steps and len(steps) == 1 + 3 * 5
+    assert ("source", None) in steps and ("compile", "head") in steps and len(steps) == 2 + 4 * 5
     assert m["smoke"]["load_s"] > 0 and m["smoke"]["peak_rss_mb"] > 0
+    assert m["evaluation"]["tokens"] == 256 and m["evaluation"]["top1_agreement"] >= 0.9
 
 
 def build_bytes(root) -> int:
@@ -99,7 +100,7 @@ def test_outputs_have_the_modes_of_ordinary_files(tiny_builds, smollm2_builds):
 def test_declared_memory_bounds_measured_peak(smollm2_builds, build):
     root = smollm2_builds[build]
     logs = [json.loads(p.read_text()) for p in sorted((root / "logs").rglob("*.json"))]
-    assert len(logs) == 1 + 3 * 5 + 1
+    assert len(logs) == 2 + 4 * 5 + 1
     for log in logs:
         print(f"{log['step']:9} {str(log['chunk']):10} peak {log['peak_rss_mb']:7.0f} MB  declared {log['mem_mb']} MB")
         assert log["peak_rss_mb"] <= log["mem_mb"], log

@@ -153,5 +153,5 @@ def test_a_misspelled_key_names_the_allowed_keys_in_one_line(tmp_path, tiny_sour
     recipe = {**tiny_recipe(tiny_sources["llama"]), "chunk_sise": 3}
     assert workflow_error(tmp_path, recipe) == (
         "recipe.models.bad: unknown key 'chunk_sise'; allowed keys: chunk_size, compression, device, "
-        "device_properties, inference_precision, kv_cache_precision, max_seq_len, npuw_on_cpu, prefill_len, "
+        "device_properties, evaluate, inference_precision, kv_cache_precision, max_seq_len, npuw_on_cpu, prefill_len, "
         "shapes, source")

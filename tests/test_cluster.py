@@ -37,8 +37,9 @@ def without_measurements(data):
 
 def expected_jobs(chunks: list[str]) -> set[tuple[str, str]]:
     """(rule, chunk) of every job of a one-model build; chunk is "" for the per-model rules."""
-    per_chunk = {(rule, c) for rule in ("export_chunk", "compress_chunk", "compile_chunk") for c in chunks}
-    return {("source", ""), ("assemble", "")} | per_chunk
+    per_chunk = {(rule, c) for rule in ("export_chunk", "reference_chunk", "compress_chunk", "compile_chunk")
+                 for c in chunks}
+    return {("source", ""), ("heldout_tokens", ""), ("assemble", "")} | per_chunk
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +81,13 @@ def test_submit_script_ran_each_job_as_its_own_detached_process(cluster_build):
 
 
 def test_compile_on_another_machine_from_the_copied_compressed_chunks(smollm2_builds, tmp_path):
-    """README, "the device is your own machine": compressed/, tokenizer/ and logs/ copied from a build (with
-    fresh modification times, as `rsync -r` gives) are all that compiling the chunks and assembling need."""
+    """README, "the device is your own machine": compressed/, reference/, tokenizer/ and logs/ copied from a build
+    with their modification times (as `rsync -a` copies) are all that compiling the chunks and assembling need,
+    when modification times do not trigger reruns (the checkout's code is newer than the copies)."""
     built, copied = smollm2_builds["smollm2"], tmp_path / "results/smollm2"
-    for part in ("compressed", "tokenizer", "logs"):
-        shutil.copytree(built / part, copied / part, copy_function=shutil.copy)
-    result = snakemake(tmp_path, None)
+    for part in ("compressed", "reference", "tokenizer", "logs"):
+        shutil.copytree(built / part, copied / part)
+    result = snakemake(tmp_path, None, "--rerun-triggers", "params", "input", "code")
     ran = set(re.findall(r"^(?:local)?rule (\w+):", result.stdout + result.stderr, re.M))
     assert ran == {"compile_chunk", "assemble", "all"}
     assert not (copied / "source").exists() and not (copied / "export").exists()

@@ -94,6 +94,15 @@ def test_one_chunk_compression_change_reruns_only_that_chunk(incremental_build):
     build.snakemake()  # back to the module's recipe for the other tests
 
 
+def test_evaluation_settings_rerun_what_reads_them(incremental_build):
+    """A floor is checked by the final step alone; the held-out text's length changes the reference too."""
+    build = incremental_build
+    assert build.planned_jobs(changed_recipe(build.recipe, evaluate={"tokens": 64, "min_top1": 0.1})) == {
+        "assemble": 1, "all": 1}
+    assert build.planned_jobs(changed_recipe(build.recipe, evaluate={"tokens": 80})) == {
+        "heldout_tokens": 1, "reference_chunk": 4, "assemble": 1, "all": 1}
+
+
 def test_context_length_change_on_a_dynamic_build_reruns_only_the_assembly(incremental_build):
     """Dynamic graphs take any number of tokens and cache slots: max_seq_len and prefill_len are read by the
     runtime alone, through the manifest."""
@@ -115,20 +124,23 @@ def test_context_length_change_on_a_static_build_reruns_what_reads_it(tiny_build
     decoders = 2  # 5 layers in chunks of 3
     longer = changed_recipe(only, "llama_f32_static", max_seq_len=128)
     assert planned_jobs(snakemake(work, longer, "--dry-run")) == {
-        "export_chunk": decoders, "compress_chunk": decoders, "compile_chunk": decoders, "assemble": 1, "all": 1}
+        "export_chunk": decoders, "compress_chunk": decoders, "compile_chunk": decoders, "assemble": 1, "all": 1,
+        "reference_chunk": decoders + 1}  # the head's reference reads the last decoder's
     shorter_prefill = changed_recipe(only, "llama_f32_static", prefill_len=8)
     assert planned_jobs(snakemake(work, shorter_prefill, "--dry-run")) == {
         "export_chunk": decoders + 1, "compress_chunk": decoders + 1, "compile_chunk": decoders + 1, "assemble": 1,
-        "all": 1}
+        "all": 1, "reference_chunk": decoders + 2}
 
 
-EVERY_CHUNK = {"export_chunk": 4, "compress_chunk": 4, "compile_chunk": 4, "assemble": 1, "all": 1}
+EVERY_CHUNK = {"export_chunk": 4, "reference_chunk": 4, "compress_chunk": 4, "compile_chunk": 4, "assemble": 1,
+               "all": 1}
 
 
 @pytest.mark.parametrize("module, jobs", [
     ("nitro/models/__init__.py", EVERY_CHUNK),  # imported by the export, by name only of its package
     ("nitro/models/llama.py", EVERY_CHUNK),  # imported by name (nitro.models.modules_for)
-    ("nitro/build/source.py", {"source": 1, **EVERY_CHUNK}),  # the export imports its safetensors reader
+    ("nitro/build/source.py", {"source": 1, "heldout_tokens": 1, **EVERY_CHUNK}),  # the export imports its reader
+    ("nitro/build/reference.py", {"reference_chunk": 4, "assemble": 1, "all": 1}),
     ("nitro/build/compress.py", {"compress_chunk": 4, "compile_chunk": 4, "assemble": 1, "all": 1}),
     ("nitro/build/compile.py", {"compile_chunk": 4, "assemble": 1, "all": 1}),
     ("nitro/runtime/model.py", {"assemble": 1, "all": 1}),  # the final step loads the model as the runtime does

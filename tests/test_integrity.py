@@ -128,7 +128,8 @@ def test_a_full_disk_fails_cleanly_and_the_rerun_completes_with_the_same_files(s
     work, disk = small_disk
     recipe = {"models": {"llama_f32": tiny_recipe(tiny_sources["llama"], inference_precision="f32")}}
     options = [] if declared == "as the recipe says" else ["--set-resources", *(
-        f"{rule}:disk_mb=1" for rule in ("source", "export_chunk", "compress_chunk", "compile_chunk"))]
+        f"{rule}:disk_mb=1" for rule in ("source", "heldout_tokens", "export_chunk", "reference_chunk", "compress_chunk",
+                                     "compile_chunk"))]
     result = snakemake(work, recipe, *options, check=False)
     assert result.returncode == 1
     expected = "not started: it writes about" if not options else "no space left on the file system of"

@@ -29,6 +29,11 @@ def test_missing_source(tmp_path):
     fails_with(tmp_path, tiny_recipe(tmp_path / "nowhere"), "source", "nowhere", "not found")
 
 
+def test_missing_evaluation_text(tmp_path, tiny_sources):
+    recipe = tiny_recipe(tiny_sources["llama"], evaluate={"text": str(tmp_path / "heldout.txt")})
+    fails_with(tmp_path / "w", recipe, "models.bad.evaluate.text", "heldout.txt", "no such file", "python-docs")
+
+
 def test_unknown_architecture(tmp_path, tiny_sources):
     folder = tmp_path / "gpt2"
     folder.mkdir()

@@ -4,8 +4,10 @@ through nitro.artifacts; nitro/build/recipe.py says what each step is given."""
 
 STEPS = {
     "source": "nitro.build.source",  # the checkpoint as a Hugging Face folder, and its tokenizer
+    "heldout": "nitro.build.heldout",  # the held-out text as token ids, for evaluation
     "export": "nitro.build.export",  # one chunk to OpenVINO IR
+    "reference": "nitro.build.reference",  # the held-out tokens through one uncompressed chunk
     "compress": "nitro.build.compress",  # one chunk's weights compressed with NNCF
     "compile": "nitro.build.compile",  # one chunk compiled for the device: its blobs
-    "assemble": "nitro.build.assemble",  # every chunk loaded together, a smoke inference, the manifest
+    "assemble": "nitro.build.assemble",  # every chunk loaded together, a smoke inference, evaluation, the manifest
 }

@@ -1,4 +1,5 @@
-"""Stage 5: load every chunk together from the compiled blobs, run one smoke inference, write manifest.json."""
+"""Stage 5: load every chunk together from the compiled blobs, run one smoke inference, evaluate the model on the
+held-out tokens against the uncompressed reference (nitro/build/evaluate.py), write manifest.json."""
 from __future__ import annotations
 
 import json
@@ -8,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifacts import (CHUNK_STEPS, COMPILED, COMPRESSED, META, TOKENIZER, Manifest, chunk_file, file_record,
-                         log_file, peak_rss_mb, write_manifest)
+from ..artifacts import (CHUNK_STEPS, COMPILED, COMPRESSED, HELDOUT_TOKENS, META, REFERENCE, TOKENIZER, Manifest,
+                         chunk_file, file_record, log_file, peak_rss_mb, write_manifest)
+from .evaluate import BelowFloor, evaluate
 
 VERSIONED = ("openvino", "nncf", "torch", "transformers", "snakemake", "nitro")
 
@@ -52,7 +54,8 @@ def build_manifest(root: Path, header: dict, chunk_names: list[str]) -> Manifest
             kv_precisions.add(meta["kv_precision"])
     for path in sorted((root / TOKENIZER).iterdir()):
         files[f"{TOKENIZER}/{path.name}"] = file_record(path)
-    logs = [log_file("source")] + [log_file(step, name) for step in CHUNK_STEPS for name in chunk_names]
+    logs = [log_file("source"), log_file("heldout")] + [log_file(step, name) for step in CHUNK_STEPS
+                                                         for name in chunk_names]
     return {
         **header,
         "kv_precision": kv_precisions.pop(),
@@ -67,11 +70,15 @@ def build_manifest(root: Path, header: dict, chunk_names: list[str]) -> Manifest
 
 def run(args):
     """The `assemble` step: --out is the manifest, in the model's folder."""
-    assemble(args.out.parent, args.params)
+    try:
+        assemble(args.out.parent, args.params)
+    except BelowFloor as exc:
+        raise SystemExit(f"assemble: {exc}") from None
 
 
 def assemble(root: Path, params: dict) -> Manifest:
-    """Load every chunk together from its blob as the runtime does, run one smoke inference, write the manifest."""
+    """Load every chunk together from its blob as the runtime does, run one smoke inference, evaluate the model on
+    the held-out tokens, write the manifest (not when the evaluation misses a floor the recipe set)."""
     from ..runtime import Model
 
     manifest = build_manifest(root, params["header"], params["chunks"])
@@ -85,5 +92,9 @@ def assemble(root: Path, params: dict) -> Manifest:
         raise RuntimeError(f"smoke inference gave unusable logits of shape {logits.shape}")
     manifest["smoke"] = {"input_ids": smoke_ids, "argmax": int(logits.argmax()), "load_s": round(load_s, 3),
                          "peak_rss_mb": round(peak_rss_mb(), 1)}
+    ids = np.load(root / REFERENCE / HELDOUT_TOKENS)
+    reference = np.load(root / REFERENCE / f"{params['chunks'][-1]}.npy")
+    manifest["evaluation"] = evaluate(model.forward(ids, all_logits=True), ids, reference, params["evaluate"])
+    model.reset()
     write_manifest(root, manifest)
     return manifest

@@ -15,6 +15,7 @@ from ..artifacts import DECODE, DYNAMIC, PREFILL
 from ..models import ModelSpec, graph_modules, spec_for
 from ..sources import Source
 from . import STEPS
+from .heldout import PYTHON_DOCS
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding the nitro package
 # Modules a package imports by name (importlib), which no import statement shows.
@@ -119,6 +120,10 @@ class Recipe:
                 "positions: past it transformers turns the whole sequence by longrope's long factors, recomputing "
                 f"what it cached, which NITRO's cache does not do; use max_seq_len <= {original}")
         self._check_compression()
+        text = s["evaluate"]["text"]
+        if text != PYTHON_DOCS and not Path(text).is_file():
+            raise RecipeError(f"{where}.evaluate.text = {text!r}: no such file (give a UTF-8 text file, or "
+                              f"{PYTHON_DOCS!r}, the default)")
 
     @property
     def chunk_names(self) -> list[str]:
@@ -172,11 +177,20 @@ class Recipe:
             params["f16_safe"] = self.compute_precision() == "f16"
         return params
 
+    def heldout_tokens(self) -> int:
+        """Held-out tokens the build is evaluated on: as the recipe says, at most max_seq_len."""
+        return min(self.settings["evaluate"]["tokens"], self.settings["max_seq_len"])
+
+    def heldout_params(self) -> dict:
+        return {"text": self.settings["evaluate"]["text"], "tokens": self.heldout_tokens()}
+
     def manifest_params(self) -> dict:
-        """What the final step writes into the manifest besides what it finds in the chunks' folders."""
+        """What the final step writes into the manifest besides what it finds in the chunks' folders, and the
+        evaluation's settings."""
         s = self.settings
         return {
             "chunks": self.chunk_names,
+            "evaluate": {**s["evaluate"], "tokens": self.heldout_tokens()},
             "header": {
                 "name": self.name,
                 "family": self.spec.family,
@@ -306,25 +320,35 @@ class Recipe:
             # a shard of float32 tensors (one file write of it), and the largest tensor being converted
             largest = max(chunk_params(self.spec, c) for c in self.chunks if c.kind != "decoder")
             return math.ceil(BASE_MB + 2.0 * min(f32_mb(total), SHARD_MB) + 3.0 * f32_mb(largest))
-        if step == "assemble":  # every chunk loaded as the runtime loads it: its compressed weights
+        if step == "heldout":  # a tokenizer and the text
+            return BASE_MB
+        if step == "assemble":  # every chunk loaded as the runtime loads it: its compressed weights; the
+            # evaluation's logits and the reference's log-probabilities, in float64 as it compares them
             compressed_mb = sum(chunk_params(self.spec, c) * self._compressed_bytes_per_weight(c.name)
                                 for c in self.chunks) / 2**20
-            return math.ceil(BASE_MB + 3.0 * compressed_mb)
-        factor = {"export": 4.0, "compress": 3.0, "compile": 3.0}[step]
-        return math.ceil(BASE_MB + factor * f32_mb(chunk_params(self.spec, self.chunk(name))))
+            return math.ceil(BASE_MB + 3.0 * compressed_mb + 6.0 * f32_mb(self._heldout_logits()))
+        factor = {"export": 4.0, "reference": 3.0, "compress": 3.0, "compile": 3.0}[step]
+        held = 3.0 * f32_mb(self._heldout_logits()) if step == "reference" and name == "head" else 0
+        return math.ceil(BASE_MB + factor * f32_mb(chunk_params(self.spec, self.chunk(name))) + held)
+
+    def _heldout_logits(self) -> int:
+        return self.heldout_tokens() * self.spec.vocab_size
 
     def disk_mb(self, step: str, name: str | None = None) -> int:
         """Declared disk space a step writes: its weights in the precision it writes them, once (a chunk's IR
         holds its variants on one copy; compiled blobs one each, but for an NPU's weightless decoder blobs), plus a
         little for graphs and metadata (checked against what each step wrote by tests/test_artifacts.py). A step
         checks it is free before it starts."""
-        if step == "assemble":
+        if step in ("assemble", "heldout"):
             return 1
         if step == "source":
             if self.source.kind == "gguf":
                 return math.ceil(4 * sum(chunk_params(self.spec, c) for c in self.chunks) / 2**20) + 16
             return math.ceil(sum(Path(f).stat().st_size for f in self.source.files()) / 2**20) + 16
         chunk = self.chunk(name)
+        if step == "reference":  # float32 activations [T,D], or the head's log-probabilities [T,V]
+            width = self.spec.vocab_size if chunk.kind == "head" else self.spec.hidden_size
+            return math.ceil(4 * self.heldout_tokens() * width / 2**20) + 1
         variants = len(self.export_params(name)["graphs"])
         if step == "export":
             bytes_per_weight = self.export_bytes_per_weight

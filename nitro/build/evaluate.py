@@ -1,0 +1,49 @@
+"""How much a build's compression cost, measured when it is assembled: the built model on the held-out tokens
+against the uncompressed reference (nitro/build/reference.py) on the same tokens."""
+from __future__ import annotations
+
+import numpy as np
+
+REFERENCE = "NITRO's uncompressed export, float32 on the CPU (equal to transformers' float32 to ~1e-6)"
+
+
+class BelowFloor(RuntimeError):
+    """The build's accuracy misses a floor the recipe set."""
+
+
+def log_probs(logits: np.ndarray) -> np.ndarray:
+    logits = logits.astype(np.float64)
+    top = logits.max(axis=-1, keepdims=True)
+    return logits - top - np.log(np.exp(logits - top).sum(axis=-1, keepdims=True))
+
+
+def perplexity(log_p: np.ndarray, ids: np.ndarray) -> float:
+    """exp of the mean negative log-likelihood of each next token (log_p [T,V] for tokens ids [T])."""
+    return float(np.exp(-log_p[np.arange(len(ids) - 1), ids[1:]].mean()))
+
+
+def evaluate(logits: np.ndarray, ids: np.ndarray, reference: np.ndarray, settings: dict) -> dict:
+    """The figures of a build whose logits [T,V] on the held-out ids [T] are compared with the reference's
+    log-probabilities [T,V]: perplexity of both, the share of positions where both pick the same top token, the
+    mean KL divergence KL(reference || build) in nats. Raises BelowFloor where the recipe's floor is missed."""
+    built, reference = log_probs(logits), reference.astype(np.float64)
+    figures = {
+        "text": settings["text"],
+        "tokens": len(ids),
+        "reference": REFERENCE,
+        "perplexity": round(perplexity(built, ids), 4),
+        "reference_perplexity": round(perplexity(reference, ids), 4),
+        "top1_agreement": round(float((built.argmax(-1) == reference.argmax(-1)).mean()), 4),
+        "kl_divergence": float(f"{(np.exp(reference) * (reference - built)).sum(-1).mean():.3g}"),
+    }
+    missed = []
+    if settings.get("min_top1") is not None and figures["top1_agreement"] < settings["min_top1"]:
+        missed.append(f"top-1 agreement {figures['top1_agreement']} is below evaluate.min_top1 = "
+                      f"{settings['min_top1']}")
+    if settings.get("max_kl") is not None and figures["kl_divergence"] > settings["max_kl"]:
+        missed.append(f"KL divergence {figures['kl_divergence']} is above evaluate.max_kl = {settings['max_kl']}")
+    if missed:
+        raise BelowFloor(f"{'; '.join(missed)} (on {len(ids)} held-out tokens against the uncompressed model); "
+                         "compress less where it costs most (e.g. compression.chunks.decoders.mode: INT8_SYM), or "
+                         "lower the floor in the recipe")
+    return figures

@@ -1,0 +1,89 @@
+"""The uncompressed reference a build is evaluated against: the held-out tokens through one chunk's exported
+(uncompressed) graph, on the CPU in float32, chunk after chunk, so that a step holds one chunk's weights and the
+activations between chunks ([T,D] each) go through files. The head's output is kept as log-probabilities [T,V].
+
+NITRO's exported graphs give transformers' float32 logits to ~1e-6 (tests/test_parity.py), so this is the
+transformers reference without the whole model in memory at float precision (32 GB for an 8B model).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..artifacts import DECODE, DYNAMIC, KV, META, POSITION_IDS, PREFILL, is_past, past_name, write_array
+from .evaluate import log_probs
+from .graphs import graph_of
+
+
+def run(args):
+    """--input is the chunk's export folder, --activations what the chunk before it gave (the token ids for
+    the embedding)."""
+    write_array(args.out, reference_output(args.input, np.load(args.activations)))
+
+
+def reference_output(exported: Path, x: np.ndarray) -> np.ndarray:
+    """The chunk's output for the whole sequence `x`: ids [T] -> hidden [T,D] (embedding), hidden [T,D] -> hidden
+    [T,D] (decoders), hidden [T,D] -> log-probabilities [T,V] (head)."""
+    import openvino as ov
+
+    meta = json.loads((exported / META).read_text())
+    chunk, variants = meta["chunk"], meta["variants"]
+    variant = DECODE if chunk["kind"] == "head" else PREFILL if PREFILL in variants else DYNAMIC
+    graph = graph_of(ov.Core().read_model(exported / meta["xml"]), variant)
+    request = ov.Core().compile_model(graph, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
+    if chunk["kind"] == "head":
+        return log_probs(np.stack([_infer(request, {0: row[None, None]})[0][0, 0] for row in x])).astype(np.float32)
+    calls = _calls(request, len(x))
+    if chunk["kind"] == "embed":
+        return np.concatenate([_infer(request, {0: block[None]})[0][0, :n] for block, n, _ in calls(x)])
+    return _run_decoder(request, chunk, x, calls)
+
+
+def _infer(request, inputs: dict) -> list[np.ndarray]:
+    """The outputs of one call, copied out of the request's buffers (which the next call overwrites)."""
+    request.infer(inputs)
+    return [request.get_output_tensor(i).data.copy() for i in range(len(request.model_outputs))]
+
+
+def _calls(request, length: int):
+    """A generator of the calls that take a sequence of `length` through the graph: (input block padded to the
+    graph's token count, tokens of it that are real, first position). A static graph takes its own token count a
+    call; a dynamic one the whole sequence at once."""
+    axis = request.model_inputs[0].get_partial_shape()[1]
+    size = axis.get_length() if axis.is_static else length
+
+    def calls(x: np.ndarray):
+        for start in range(0, length, size):
+            block = x[start:start + size]
+            n = len(block)
+            yield np.concatenate([block, np.zeros((size - n, *block.shape[1:]), block.dtype)]), n, start
+
+    return calls
+
+
+def _run_decoder(request, chunk: dict, x: np.ndarray, calls) -> np.ndarray:
+    """Decoder layers over the sequence, call after call, each call's keys and values cached for the next (past
+    slot s is valid below the call's first position, so unwritten slots are masked)."""
+    import openvino as ov
+
+    pasts = {p.get_any_name(): p for p in request.model_inputs if is_past(p.get_any_name())}
+    slots_axis = next(iter(pasts.values())).get_partial_shape()[2]
+    slots = slots_axis.get_length() if slots_axis.is_static else len(x)
+    cache = {}
+    for name, port in pasts.items():
+        shape = [d.get_length() if d.is_static else slots for d in port.get_partial_shape()]
+        cache[name] = ov.Tensor(port.get_element_type(), shape)
+        cache[name].data[...] = 0
+        request.set_tensor(name, cache[name])
+    out = []
+    for block, n, start in calls(x.astype(np.float32)):
+        positions = np.arange(start, start + len(block), dtype=np.int64)[None]
+        hidden, *_ = _infer(request, {0: block[None], POSITION_IDS: positions})
+        out.append(hidden[0, :n])
+        kv = request.get_tensor(KV).data
+        for j in range(chunk["num_layers"]):
+            for row, kind in ((2 * j, "key"), (2 * j + 1, "value")):
+                cache[past_name(kind, chunk["first_layer"] + j)].data[0, :, start:start + n] = kv[row, :, :n]
+    return np.concatenate(out)
