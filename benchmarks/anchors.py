@@ -18,9 +18,8 @@ from nitro.commands.bench import add_arguments, report
 from nitro.runtime.bench import measure
 
 
-def genai_loader(folder: Path):
-    import numpy as np
-    import openvino as ov
+def genai_clock():
+    """A GenAI streamer that records the time of each call (a call may bring several tokens)."""
     import openvino_genai as ov_genai
 
     class Clock(ov_genai.StreamerBase):
@@ -35,12 +34,20 @@ def genai_loader(folder: Path):
         def end(self):
             pass
 
+    return Clock()
+
+
+def genai_loader(folder: Path):
+    import numpy as np
+    import openvino as ov
+    import openvino_genai as ov_genai
+
     def load():
         pipe = ov_genai.LLMPipeline(str(folder), "CPU")
 
         def generate(prompt, new_tokens):
             config = ov_genai.GenerationConfig(max_new_tokens=new_tokens, ignore_eos=True, do_sample=False)
-            clock = Clock()
+            clock = genai_clock()
             start = time.perf_counter()
             result = pipe.generate(ov.Tensor(np.array([prompt], np.int64)), config, clock)
             return clock.times[0] - start, clock.times[-1] - clock.times[0], list(result.tokens[0])
@@ -74,7 +81,7 @@ def optimum_loader(folder: Path):
         def generate(prompt, new_tokens):
             # No EOS id: generation runs through EOS as `ignore_eos` does, rather than masking it out.
             config = GenerationConfig(max_new_tokens=new_tokens, do_sample=False, eos_token_id=None, pad_token_id=0)
-            clock = Clock()
+            clock = genai_clock()
             start = time.perf_counter()
             out = model.generate(torch.tensor([prompt]), generation_config=config, streamer=clock)
             tokens = clock.times[1:]

@@ -17,9 +17,9 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+from anchors import genai_clock
 from compare import optimum_environment, optimum_export, prepare, worker_environment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,18 +78,6 @@ def genai_generator(folder: Path, new_tokens: int, precision: str):
     import openvino as ov
     import openvino_genai as ov_genai
 
-    class Clock(ov_genai.StreamerBase):
-        def __init__(self):
-            super().__init__()
-            self.times = []
-
-        def write(self, token):
-            self.times.append(time.perf_counter())
-            return ov_genai.StreamingStatus.RUNNING
-
-        def end(self):
-            pass
-
     properties = {} if precision == "default" else {"INFERENCE_PRECISION_HINT": precision}
     pipes = {False: ov_genai.LLMPipeline(str(folder), "CPU", **properties),
              True: ov_genai.LLMPipeline(str(folder), "CPU", prompt_lookup=True, **properties)}
@@ -98,7 +86,7 @@ def genai_generator(folder: Path, new_tokens: int, precision: str):
         config = ov_genai.GenerationConfig(max_new_tokens=new_tokens, ignore_eos=True, do_sample=False)
         if draft:
             config.num_assistant_tokens, config.max_ngram_size = draft, LOOKUP_NGRAM
-        clock = Clock()
+        clock = genai_clock()
         result = pipes[bool(draft)].generate(ov.Tensor(np.array([ids], np.int64)), config, clock)
         tokens = [int(t) for t in result.tokens[0]]
         # A streamer call may bring several tokens (an accepted draft): time from the first to the last call.
