@@ -323,12 +323,13 @@ class Recipe:
         if step == "heldout":  # a tokenizer and the text
             return BASE_MB
         if step == "assemble":  # every chunk loaded as the runtime loads it: its compressed weights; the
-            # evaluation's logits and the reference's log-probabilities, in float64 as it compares them
+            # evaluation's logits and the reference's log-probabilities, compared in float64 (six such arrays)
             compressed_mb = sum(chunk_params(self.spec, c) * self._compressed_bytes_per_weight(c.name)
                                 for c in self.chunks) / 2**20
-            return math.ceil(BASE_MB + 3.0 * compressed_mb + 6.0 * f32_mb(self._heldout_logits()))
+            return math.ceil(BASE_MB + 3.0 * compressed_mb + 12.0 * f32_mb(self._heldout_logits()))
         factor = {"export": 4.0, "reference": 3.0, "compress": 3.0, "compile": 3.0}[step]
-        held = 3.0 * f32_mb(self._heldout_logits()) if step == "reference" and name == "head" else 0
+        # the head's reference: its logits, then log-probabilities through float64 (three such arrays)
+        held = 7.0 * f32_mb(self._heldout_logits()) if step == "reference" and name == "head" else 0
         return math.ceil(BASE_MB + factor * f32_mb(chunk_params(self.spec, self.chunk(name))) + held)
 
     def _heldout_logits(self) -> int:

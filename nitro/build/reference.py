@@ -31,8 +31,9 @@ def reference_output(exported: Path, x: np.ndarray) -> np.ndarray:
     meta = json.loads((exported / META).read_text())
     chunk, variants = meta["chunk"], meta["variants"]
     variant = DECODE if chunk["kind"] == "head" else PREFILL if PREFILL in variants else DYNAMIC
-    graph = graph_of(ov.Core().read_model(exported / meta["xml"]), variant)
-    request = ov.Core().compile_model(graph, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
+    core = ov.Core()
+    graph = graph_of(core.read_model(exported / meta["xml"]), variant)
+    request = core.compile_model(graph, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
     if chunk["kind"] == "head":
         return log_probs(np.stack([_infer(request, {0: row[None, None]})[0][0, 0] for row in x])).astype(np.float32)
     calls = _calls(request, len(x))
