@@ -81,7 +81,7 @@ def optimum_loader(folder: Path):
         def generate(prompt, new_tokens):
             # No EOS id: generation runs through EOS as `ignore_eos` does, rather than masking it out.
             config = GenerationConfig(max_new_tokens=new_tokens, do_sample=False, eos_token_id=None, pad_token_id=0)
-            clock = genai_clock()
+            clock = Clock()
             start = time.perf_counter()
             out = model.generate(torch.tensor([prompt]), generation_config=config, streamer=clock)
             tokens = clock.times[1:]
