@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-REFERENCE = "NITRO's uncompressed export, float32 on the CPU (equal to transformers' float32 to ~1e-6)"
+REFERENCE_MODEL = "NITRO's uncompressed export, float32 on the CPU (equal to transformers' float32 to ~1e-6)"
 
 
 class BelowFloor(RuntimeError):
@@ -30,7 +30,7 @@ def evaluate(logits: np.ndarray, ids: np.ndarray, reference: np.ndarray, setting
     figures = {
         "text": settings["text"],
         "tokens": len(ids),
-        "reference": REFERENCE,
+        "reference": REFERENCE_MODEL,
         "perplexity": round(perplexity(built, ids), 4),
         "reference_perplexity": round(perplexity(reference, ids), 4),
         "top1_agreement": round(float((built.argmax(-1) == reference.argmax(-1)).mean()), 4),

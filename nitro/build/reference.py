@@ -35,36 +35,32 @@ def reference_output(exported: Path, x: np.ndarray) -> np.ndarray:
     graph = graph_of(core.read_model(exported / meta["xml"]), variant)
     request = core.compile_model(graph, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
     if chunk["kind"] == "head":
-        return log_probs(np.stack([_infer(request, {0: row[None, None]})[0][0, 0] for row in x])).astype(np.float32)
-    calls = _calls(request, len(x))
+        return log_probs(np.stack([_infer(request, {0: row[None, None]})[0, 0] for row in x])).astype(np.float32)
     if chunk["kind"] == "embed":
-        return np.concatenate([_infer(request, {0: block[None]})[0][0, :n] for block, n, _ in calls(x)])
-    return _run_decoder(request, chunk, x, calls)
+        return np.concatenate([_infer(request, {0: block[None]})[0, :n] for block, n, _ in _calls(request, x)])
+    return _run_decoder(request, chunk, x.astype(np.float32))
 
 
-def _infer(request, inputs: dict) -> list[np.ndarray]:
-    """The outputs of one call, copied out of the request's buffers (which the next call overwrites)."""
+def _infer(request, inputs: dict) -> np.ndarray:
+    """One call's first output (hidden states, or the head's logits), copied out of the request's buffer, which
+    the next call overwrites."""
     request.infer(inputs)
-    return [request.get_output_tensor(i).data.copy() for i in range(len(request.model_outputs))]
+    return request.get_output_tensor(0).data.copy()
 
 
-def _calls(request, length: int):
-    """A generator of the calls that take a sequence of `length` through the graph: (input block padded to the
-    graph's token count, tokens of it that are real, first position). A static graph takes its own token count a
-    call; a dynamic one the whole sequence at once."""
+def _calls(request, x: np.ndarray):
+    """The calls that take the sequence `x` through the graph: (input block padded to the graph's token count,
+    tokens of it that are real, first position). A static graph takes its own token count a call; a dynamic one
+    the whole sequence at once."""
     axis = request.model_inputs[0].get_partial_shape()[1]
-    size = axis.get_length() if axis.is_static else length
-
-    def calls(x: np.ndarray):
-        for start in range(0, length, size):
-            block = x[start:start + size]
-            n = len(block)
-            yield np.concatenate([block, np.zeros((size - n, *block.shape[1:]), block.dtype)]), n, start
-
-    return calls
+    size = axis.get_length() if axis.is_static else len(x)
+    for start in range(0, len(x), size):
+        block = x[start:start + size]
+        n = len(block)
+        yield np.concatenate([block, np.zeros((size - n, *block.shape[1:]), block.dtype)]), n, start
 
 
-def _run_decoder(request, chunk: dict, x: np.ndarray, calls) -> np.ndarray:
+def _run_decoder(request, chunk: dict, x: np.ndarray) -> np.ndarray:
     """Decoder layers over the sequence, call after call, each call's keys and values cached for the next (past
     slot s is valid below the call's first position, so unwritten slots are masked)."""
     import openvino as ov
@@ -79,10 +75,9 @@ def _run_decoder(request, chunk: dict, x: np.ndarray, calls) -> np.ndarray:
         cache[name].data[...] = 0
         request.set_tensor(name, cache[name])
     out = []
-    for block, n, start in calls(x.astype(np.float32)):
+    for block, n, start in _calls(request, x):
         positions = np.arange(start, start + len(block), dtype=np.int64)[None]
-        hidden, *_ = _infer(request, {0: block[None], POSITION_IDS: positions})
-        out.append(hidden[0, :n])
+        out.append(_infer(request, {0: block[None], POSITION_IDS: positions})[0, :n])
         kv = request.get_tensor(KV).data
         for j in range(chunk["num_layers"]):
             for row, kind in ((2 * j, "key"), (2 * j + 1, "value")):
