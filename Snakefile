@@ -27,12 +27,18 @@ include: "rules/common.smk"
 include: "rules/source.smk"
 include: "rules/export.smk"
 include: "rules/evaluate.smk"
+include: "rules/calibrate.smk"
 include: "rules/compress.smk"
 include: "rules/compile.smk"
 include: "rules/assemble.smk"
+include: "rules/report.smk"
+
+
+report: "workflow/report/workflow.rst"
 
 
 rule all:
     input:
         expand(model_path(MANIFEST), model=RECIPES),
+        expand(model_path(REPORT), model=RECIPES),
     default_target: True

@@ -5,6 +5,7 @@ The build (nitro/build/, run by the Snakemake rules) writes through this module 
 nitro/serve/) reads through it; neither imports the other. A built model is a folder `results/<name>/`:
 
     manifest.json            what the runtime loads: the Manifest below
+    report.html              the build's report page (nitro/build/report.py), which `snakemake --report` embeds
     tokenizer/               tokenizer, chat template and generation config (read by the runtime)
     compiled/<chunk>/        one compiled blob per graph variant + meta.json (read by the runtime)
     compressed/<chunk>/      NNCF-compressed IR + meta.json (what `compiled/` is compiled from; an NPU blob is
@@ -12,6 +13,8 @@ nitro/serve/) reads through it; neither imports the other. A built model is a fo
     export/<chunk>/          uncompressed IR + meta.json
     reference/               the held-out tokens (tokens.npy) and what the uncompressed chunks make of them
                              (<chunk>.npy: each chunk's output; the head's as log-probabilities), for evaluation
+    calibration/             with data-aware compression: the calibration tokens (tokens.npy) and each
+                             uncompressed chunk's output on them (<chunk>.npy), the input of the chunk after it
     source/                  the checkpoint as a Hugging Face folder + tensor_index.json
     logs/                    every step's wall time and peak RSS: source.json, <stage>/<chunk>.json, assemble.json
 
@@ -33,12 +36,14 @@ from pathlib import Path
 from typing import TypedDict
 
 MANIFEST = "manifest.json"
+REPORT = "report.html"
 META = "meta.json"  # a chunk folder's own description (chunk, variants, compression, device)
 CHUNK_XML = "model.xml"  # a chunk's IR in export/ and compressed/, every variant in it
 
 # Stage folders of a built model, in the order the workflow writes them.
 SOURCE, EXPORT, REFERENCE, COMPRESSED, COMPILED = "source", "export", "reference", "compressed", "compiled"
-HELDOUT_TOKENS = "tokens.npy"  # in REFERENCE: the held-out token ids [T] every build is evaluated on
+CALIBRATION = "calibration"
+TOKENS = "tokens.npy"  # in REFERENCE and CALIBRATION: token ids [samples, tokens] (held-out: one sample)
 TOKENIZER, LOGS = "tokenizer", "logs"
 TENSOR_INDEX = "tensor_index.json"  # in SOURCE: tensor name -> safetensors file holding it
 
@@ -58,6 +63,14 @@ def past_name(kind: str, layer: int) -> str:
 
 def is_past(name: str) -> bool:
     return name.startswith("past_")
+
+
+def with_tokens(name: str, shape, size: int) -> list[int]:
+    """A graph input's shape with its token axis set to `size` (-1: open): a cache input's slot axis (past K/V
+    [1,KV,slots,hd]), every other input's axis 1 ([1,T,...])."""
+    shape = list(shape)
+    shape[2 if is_past(name) else 1] = size
+    return shape
 
 
 def device_core(device: dict):
@@ -123,6 +136,7 @@ class Manifest(TypedDict):
     family: str  # "llama" | "qwen2"
     spec: dict  # nitro.models.ModelSpec as a dict: vocab_size, hidden_size, num_kv_heads, head_dim, ...
     settings: dict  # the recipe as validated, defaults filled in; compression is in each chunk's record
+    calibration: dict | None  # with data-aware chunks: the calibration text, samples, tokens a sample, the chunks
     source: dict  # the resolved source: kind, location
     max_seq_len: int  # KV cache slots
     prefill_len: int  # tokens per prefill call
@@ -187,6 +201,12 @@ def write_json(path: Path, data) -> None:
     with _atomic_file(path, "x") as f:
         json.dump(data, f, indent=2, sort_keys=True)
         f.write("\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write UTF-8 text atomically, as write_json."""
+    with _atomic_file(path, "xb") as f:
+        f.write(text.encode())
 
 
 def write_array(path: Path, array) -> None:

@@ -7,7 +7,7 @@ rule assemble:
         compressed=lambda w: expand(model_path(COMPRESSED, "{chunk}"), model=w.model,
                                     chunk=RECIPES[w.model].chunk_names),
         tokenizer=model_path(TOKENIZER),
-        heldout=model_path(REFERENCE, HELDOUT_TOKENS),
+        heldout=model_path(REFERENCE, TOKENS),
         reference=model_path(REFERENCE, "head.npy"),
         code=code("assemble"),
     output:

@@ -7,8 +7,8 @@ import sys
 from snakemake.exceptions import WorkflowError
 
 sys.path.insert(0, workflow.basedir)
-from nitro.artifacts import (COMPILED, COMPRESSED, EXPORT, HELDOUT_TOKENS, MANIFEST, REFERENCE, SOURCE,  # noqa: E402
-                             TOKENIZER, log_file)
+from nitro.artifacts import (CALIBRATION, COMPILED, COMPRESSED, EXPORT, MANIFEST, REFERENCE, REPORT,  # noqa: E402
+                             SOURCE, TOKENIZER, TOKENS, log_file)
 from nitro.build.recipe import Recipe, RecipeError, step_code  # noqa: E402
 from nitro.models import UnsupportedModel  # noqa: E402
 from nitro.sources import SourceError  # noqa: E402
@@ -43,6 +43,18 @@ def model_path(*parts):
 
 def chunk_log(step):
     return model_path(log_file(step, "{chunk}"))
+
+
+def previous_output(token_set):
+    """An input function: what the chunk before this one gave on the token set (REFERENCE: held-out,
+    CALIBRATION), or the token ids themselves for the embedding."""
+
+    def previous(w):
+        names = RECIPES[w.model].chunk_names
+        before = names.index(w.chunk) - 1
+        return model_path(token_set, f"{names[before]}.npy" if before >= 0 else TOKENS)
+
+    return previous
 
 
 def code(step):

@@ -4,8 +4,9 @@ rule heldout_tokens:
         tokenizer=model_path(TOKENIZER),
         code=code("heldout"),
     output:
-        model_path(REFERENCE, HELDOUT_TOKENS),
+        model_path(REFERENCE, TOKENS),
     params:
+        step="heldout",
         settings=as_json(lambda r, w: r.heldout_params()),
     log:
         model_path(log_file("heldout")),
@@ -15,15 +16,8 @@ rule heldout_tokens:
         disk_mb=disk_mb("heldout"),
         runtime=runtime_min("heldout"),
     shell:
-        "{NITRO} heldout --params {params.settings:q} --input {input.tokenizer} --out {output} --log {log}"
+        "{NITRO} {params.step} --params {params.settings:q} --input {input.tokenizer} --out {output} --log {log}"
         " --mem-mb {resources.mem_mb} --disk-mb {resources.disk_mb}"
-
-
-def reference_input(w):
-    """What the chunk before this one gave on the held-out tokens (the tokens themselves for the embedding)."""
-    names = RECIPES[w.model].chunk_names
-    before = names.index(w.chunk) - 1
-    return model_path(REFERENCE, f"{names[before]}.npy" if before >= 0 else HELDOUT_TOKENS)
 
 
 rule reference_chunk:
@@ -31,10 +25,12 @@ rule reference_chunk:
     compared with, made chunk by chunk so that no step holds more than one chunk's weights."""
     input:
         exported=model_path(EXPORT, "{chunk}"),
-        activations=reference_input,
+        activations=previous_output(REFERENCE),
         code=code("reference"),
     output:
         model_path(REFERENCE, "{chunk}.npy"),
+    params:
+        step="reference",
     log:
         chunk_log("reference"),
     threads: 2
@@ -43,6 +39,6 @@ rule reference_chunk:
         disk_mb=disk_mb("reference"),
         runtime=runtime_min("reference"),
     shell:
-        "{NITRO} reference --chunk {wildcards.chunk} --params {{}} --input {input.exported}"
+        "{NITRO} {params.step} --chunk {wildcards.chunk} --params {{}} --input {input.exported}"
         " --activations {input.activations} --out {output} --log {log} --mem-mb {resources.mem_mb}"
         " --disk-mb {resources.disk_mb}"

@@ -69,8 +69,9 @@ def tiny_builds(tmp_path_factory, tiny_sources) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def smollm2_builds(tmp_path_factory) -> dict[str, Path]:
     """The real SmolLM2: the shipped default recipe (INT8), an uncompressed f32 build, an NPU build with the NPU
-    defaults (INT4_SYM decoders) checked through the NPU plugin's NPUW path on the CPU, and a CPU build with the
-    NPU build's compression. The last three reuse the first's HF folder."""
+    defaults (INT4_SYM decoders) checked through the NPU plugin's NPUW path on the CPU, a CPU build with the
+    NPU build's compression, and one with that compression learned from calibration data (AWQ and scale
+    estimation). The last four reuse the first's HF folder."""
     work = build_dir(tmp_path_factory, "smollm2")
     default = yaml.safe_load((REPO / "config/config.yaml").read_text())["models"]["smollm2"]
     snakemake(work, {"models": {"smollm2": default}})
@@ -81,8 +82,12 @@ def smollm2_builds(tmp_path_factory) -> dict[str, Path]:
         "smollm2_npu": {**default, "source": str(hf_folder), "device": "NPU", "npuw_on_cpu": True},
         "smollm2_int4": {**default, "source": str(hf_folder),
                          "compression": {"chunks": {"decoders": {"mode": "INT4_SYM", "group_size": 64}}}},
+        "smollm2_int4_aware": {**default, "source": str(hf_folder), "calibration": {"samples": 32},
+                               "compression": {"chunks": {"decoders": {"mode": "INT4_SYM", "group_size": 64,
+                                                                       "awq": True, "scale_estimation": True}}}},
     }})
-    return {name: work / "results" / name for name in ("smollm2", "smollm2_fp32", "smollm2_npu", "smollm2_int4")}
+    return {name: work / "results" / name
+            for name in ("smollm2", "smollm2_fp32", "smollm2_npu", "smollm2_int4", "smollm2_int4_aware")}
 
 
 def nitro(*args) -> subprocess.CompletedProcess:

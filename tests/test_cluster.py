@@ -39,7 +39,7 @@ def expected_jobs(chunks: list[str]) -> set[tuple[str, str]]:
     """(rule, chunk) of every job of a one-model build; chunk is "" for the per-model rules."""
     per_chunk = {(rule, c) for rule in ("export_chunk", "reference_chunk", "compress_chunk", "compile_chunk")
                  for c in chunks}
-    return {("source", ""), ("heldout_tokens", ""), ("assemble", "")} | per_chunk
+    return {("source", ""), ("heldout_tokens", ""), ("assemble", ""), ("report", "")} | per_chunk
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_compile_on_another_machine_from_the_copied_compressed_chunks(smollm2_bu
         shutil.copytree(built / part, copied / part)
     result = snakemake(tmp_path, None, "--rerun-triggers", "params", "input", "code")
     ran = set(re.findall(r"^(?:local)?rule (\w+):", result.stdout + result.stderr, re.M))
-    assert ran == {"compile_chunk", "assemble", "all"}
+    assert ran == {"compile_chunk", "assemble", "report", "all"}
     assert not (copied / "source").exists() and not (copied / "export").exists()
     manifest, local = (json.loads((r / "manifest.json").read_text()) for r in (copied, built))
     assert without_measurements(manifest) == without_measurements(local)

@@ -82,7 +82,7 @@ def test_one_chunk_compression_change_reruns_only_that_chunk(incremental_build):
     build, root = incremental_build, incremental_build.work / "results/m"
     changed = changed_recipe(build.recipe, compression={"mode": "INT8_ASYM",
                                                         "chunks": {"decoder_1": {"mode": "INT8_SYM"}}})
-    assert build.planned_jobs(changed) == {"compress_chunk": 1, "compile_chunk": 1, "assemble": 1, "all": 1}
+    assert build.planned_jobs(changed) == {"compress_chunk": 1, "compile_chunk": 1, "assemble": 1, "report": 1, "all": 1}
     before = {p: p.stat().st_mtime_ns for p in root.rglob("*.xml")}
     build.snakemake(changed)
     rewritten = {p.relative_to(root).parts[:2] for p, t in before.items()
@@ -98,9 +98,9 @@ def test_evaluation_settings_rerun_what_reads_them(incremental_build):
     """A floor is checked by the final step alone; the held-out text's length changes the reference too."""
     build = incremental_build
     assert build.planned_jobs(changed_recipe(build.recipe, evaluate={"tokens": 64, "min_top1": 0.1})) == {
-        "assemble": 1, "all": 1}
+        "assemble": 1, "report": 1, "all": 1}
     assert build.planned_jobs(changed_recipe(build.recipe, evaluate={"tokens": 80})) == {
-        "heldout_tokens": 1, "reference_chunk": 4, "assemble": 1, "all": 1}
+        "heldout_tokens": 1, "reference_chunk": 4, "assemble": 1, "report": 1, "all": 1}
 
 
 def test_context_length_change_on_a_dynamic_build_reruns_only_the_assembly(incremental_build):
@@ -108,7 +108,7 @@ def test_context_length_change_on_a_dynamic_build_reruns_only_the_assembly(incre
     runtime alone, through the manifest."""
     build = incremental_build
     changed = changed_recipe(build.recipe, max_seq_len=128, prefill_len=8)
-    assert build.planned_jobs(changed) == {"assemble": 1, "all": 1}
+    assert build.planned_jobs(changed) == {"assemble": 1, "report": 1, "all": 1}
     build.snakemake(changed)
     manifest = json.loads((build.work / "results/m/manifest.json").read_text())
     assert (manifest["max_seq_len"], manifest["prefill_len"]) == (128, 8)
@@ -124,26 +124,27 @@ def test_context_length_change_on_a_static_build_reruns_what_reads_it(tiny_build
     decoders = 2  # 5 layers in chunks of 3
     longer = changed_recipe(only, "llama_f32_static", max_seq_len=128)
     assert planned_jobs(snakemake(work, longer, "--dry-run")) == {
-        "export_chunk": decoders, "compress_chunk": decoders, "compile_chunk": decoders, "assemble": 1, "all": 1,
-        "reference_chunk": decoders + 1}  # the head's reference reads the last decoder's
+        "export_chunk": decoders, "compress_chunk": decoders, "compile_chunk": decoders, "assemble": 1, "report": 1,
+        "all": 1, "reference_chunk": decoders + 1}  # the head's reference reads the last decoder's
     shorter_prefill = changed_recipe(only, "llama_f32_static", prefill_len=8)
     assert planned_jobs(snakemake(work, shorter_prefill, "--dry-run")) == {
         "export_chunk": decoders + 1, "compress_chunk": decoders + 1, "compile_chunk": decoders + 1, "assemble": 1,
-        "all": 1, "reference_chunk": decoders + 2}
+        "report": 1, "all": 1, "reference_chunk": decoders + 2}
 
 
 EVERY_CHUNK = {"export_chunk": 4, "reference_chunk": 4, "compress_chunk": 4, "compile_chunk": 4, "assemble": 1,
-               "all": 1}
+               "report": 1, "all": 1}
 
 
 @pytest.mark.parametrize("module, jobs", [
     ("nitro/models/__init__.py", EVERY_CHUNK),  # imported by the export, by name only of its package
     ("nitro/models/llama.py", EVERY_CHUNK),  # imported by name (nitro.models.modules_for)
     ("nitro/build/source.py", {"source": 1, "heldout_tokens": 1, **EVERY_CHUNK}),  # the export imports its reader
-    ("nitro/build/reference.py", {"reference_chunk": 4, "assemble": 1, "all": 1}),
-    ("nitro/build/compress.py", {"compress_chunk": 4, "compile_chunk": 4, "assemble": 1, "all": 1}),
-    ("nitro/build/compile.py", {"compile_chunk": 4, "assemble": 1, "all": 1}),
-    ("nitro/runtime/model.py", {"assemble": 1, "all": 1}),  # the final step loads the model as the runtime does
+    ("nitro/build/reference.py", {"reference_chunk": 4, "assemble": 1, "report": 1, "all": 1}),
+    ("nitro/build/compress.py", {"compress_chunk": 4, "compile_chunk": 4, "assemble": 1, "report": 1, "all": 1}),
+    ("nitro/build/compile.py", {"compile_chunk": 4, "assemble": 1, "report": 1, "all": 1}),
+    ("nitro/runtime/model.py", {"assemble": 1, "report": 1, "all": 1}),  # the final step loads it as the runtime does
+    ("nitro/build/report.py", {"report": 1, "all": 1}),
     ("nitro/runtime/generate.py", {}),  # no step runs it
     ("nitro/serve/app.py", {}),
 ])

@@ -4,10 +4,13 @@ through nitro.artifacts; nitro/build/recipe.py says what each step is given."""
 
 STEPS = {
     "source": "nitro.build.source",  # the checkpoint as a Hugging Face folder, and its tokenizer
-    "heldout": "nitro.build.heldout",  # the held-out text as token ids, for evaluation
+    "heldout": "nitro.build.tokens",  # the held-out text as token ids, for evaluation
+    "calibration": "nitro.build.tokens",  # the calibration text as token ids, for data-aware compression
     "export": "nitro.build.export",  # one chunk to OpenVINO IR
     "reference": "nitro.build.reference",  # the held-out tokens through one uncompressed chunk
+    "activations": "nitro.build.reference",  # the calibration tokens through one uncompressed chunk
     "compress": "nitro.build.compress",  # one chunk's weights compressed with NNCF
     "compile": "nitro.build.compile",  # one chunk compiled for the device: its blobs
     "assemble": "nitro.build.assemble",  # every chunk loaded together, a smoke inference, evaluation, the manifest
+    "report": "nitro.build.report",  # the build's report page, from the manifest
 }

@@ -48,7 +48,8 @@ def main(argv=None):
     parser.add_argument("step", choices=STEPS)
     parser.add_argument("--params", type=json.loads, required=True, help="the step's settings as JSON")
     parser.add_argument("--input", type=Path, help="the previous step's output folder")
-    parser.add_argument("--activations", type=Path, help="the reference step's input: the previous chunk's output")
+    parser.add_argument("--activations", type=Path, help="what the previous chunk gave on a token set: the input "
+                                                          "of the reference, activations and data-aware compress steps")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--log", type=Path, required=True, help="JSON log: wall time, peak RSS, bytes written")
     parser.add_argument("--mem-mb", type=int, help="the memory the rule declared, recorded beside the peak")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifacts import (CHUNK_STEPS, COMPILED, COMPRESSED, HELDOUT_TOKENS, META, REFERENCE, TOKENIZER, Manifest,
+from ..artifacts import (CHUNK_STEPS, COMPILED, COMPRESSED, TOKENS, META, REFERENCE, TOKENIZER, Manifest,
                          chunk_file, file_record, log_file, peak_rss_mb, write_manifest)
 from .evaluate import BelowFloor, evaluate
 
@@ -34,7 +34,7 @@ def _eos_ids(tokenizer_dir: Path) -> list[int]:
     return sorted(set(ids))
 
 
-def build_manifest(root: Path, header: dict, chunk_names: list[str]) -> Manifest:
+def build_manifest(root: Path, header: dict, chunk_names: list[str], activation_chunks: list[str]) -> Manifest:
     """The manifest the runtime loads: the recipe's header, then what the chunks' folders hold (graphs' inputs and
     outputs, compression, device), the files' hashes, the package versions and every step's log."""
     chunks, files, kv_precisions = [], {}, set()
@@ -56,6 +56,8 @@ def build_manifest(root: Path, header: dict, chunk_names: list[str]) -> Manifest
         files[f"{TOKENIZER}/{path.name}"] = file_record(path)
     logs = [log_file("source"), log_file("heldout")] + [log_file(step, name) for step in CHUNK_STEPS
                                                          for name in chunk_names]
+    if activation_chunks:  # the calibration tokens, through the chunks some data-aware chunk after them reads
+        logs += [log_file("calibration")] + [log_file("activations", name) for name in activation_chunks]
     return {
         **header,
         "kv_precision": kv_precisions.pop(),
@@ -81,7 +83,7 @@ def assemble(root: Path, params: dict) -> Manifest:
     the held-out tokens, write the manifest (not when the evaluation misses a floor the recipe set)."""
     from ..runtime import Model
 
-    manifest = build_manifest(root, params["header"], params["chunks"])
+    manifest = build_manifest(root, params["header"], params["chunks"], params["activation_chunks"])
     start = time.perf_counter()
     model = Model(root, manifest, check_hashes=False)  # hashed just now
     load_s = time.perf_counter() - start
@@ -92,8 +94,8 @@ def assemble(root: Path, params: dict) -> Manifest:
         raise RuntimeError(f"smoke inference gave unusable logits of shape {logits.shape}")
     manifest["smoke"] = {"input_ids": smoke_ids, "argmax": int(logits.argmax()), "load_s": round(load_s, 3),
                          "peak_rss_mb": round(peak_rss_mb(), 1)}
-    ids = np.load(root / REFERENCE / HELDOUT_TOKENS)
-    reference = np.load(root / REFERENCE / f"{params['chunks'][-1]}.npy")
+    ids = np.load(root / REFERENCE / TOKENS)[0]  # one sample
+    reference = np.load(root / REFERENCE / f"{params['chunks'][-1]}.npy")[0]
     manifest["evaluation"] = evaluate(model.forward(ids, all_logits=True), ids, reference, params["evaluate"])
     model.reset()
     write_manifest(root, manifest)

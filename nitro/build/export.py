@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from ..artifacts import (CHUNK_XML, HIDDEN, INPUT_IDS, KV, LOGITS, META, POSITION_IDS, TENSOR_INDEX, atomic_dir,
-                         is_past, past_name, write_json)
+                         is_past, past_name, with_tokens, write_json)
 from ..models import ModelSpec, modules_for, spec_for
 from .graphs import merge_graphs
 from .source import SAFETENSORS_DTYPES, safetensors_header
@@ -86,14 +86,6 @@ def _example(spec: ModelSpec, chunk: dict, tokens: int, slots: int):
     return names, tensors, [HIDDEN, KV]
 
 
-def _open_axes(name: str, shape, dynamic: bool) -> list[int]:
-    """The input's shape, with the token axis (and a KV input's slot axis) left open (-1) when dynamic."""
-    shape = list(shape)
-    if dynamic:
-        shape[2 if is_past(name) else 1] = -1  # past K/V [1,KV,C,hd]; the rest [1,T,...]
-    return shape
-
-
 def describe(model) -> dict:
     """Input/output names, static shapes and element types of an ov.Model or CompiledModel."""
     def ports(items):
@@ -120,7 +112,8 @@ def export_chunk(source: Path, params: dict, out: Path) -> dict:
                                                 sizes.get("slots") or TRACE_SLOTS)
         with torch.no_grad():
             model = ov.convert_model(module, example_input=tuple(example))
-        model.reshape({i: _open_axes(name, t.shape, dynamic) for i, (name, t) in enumerate(zip(in_names, example))})
+        model.reshape({i: with_tokens(name, t.shape, -1) if dynamic else list(t.shape)
+                       for i, (name, t) in enumerate(zip(in_names, example))})
         for port, name in zip(model.inputs, in_names):
             port.get_tensor().set_names({name})
         for port, name in zip(model.outputs, out_names):

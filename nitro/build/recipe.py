@@ -15,7 +15,7 @@ from ..artifacts import DECODE, DYNAMIC, PREFILL
 from ..models import ModelSpec, graph_modules, spec_for
 from ..sources import Source
 from . import STEPS
-from .heldout import PYTHON_DOCS
+from .tokens import PYTHON_DOCS
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding the nitro package
 # Modules a package imports by name (importlib), which no import statement shows.
@@ -27,6 +27,10 @@ SHARD_MB = 1024  # the source step's safetensors shards (nitro.build.source.Shar
 FOUR_BIT_MODES = ("INT4_SYM", "INT4_ASYM", "NF4")
 NNCF_GROUP_SIZE = 128  # what NNCF's compress_weights uses for 4-bit modes when given no group size
 GROUP_SIZES = (16, 32, 64, 128, 256)  # the group sizes an error suggests
+# NNCF's data-aware options (4-bit modes): each learns from the activations entering the chunk's matmuls.
+DATA_AWARE = ("awq", "scale_estimation", "gptq")
+DATA_FREE_METRIC = "weight_quantization_error"  # the one sensitivity metric (for `ratio`) that reads no data
+FOUR_BIT_KEYS = ("group_size", "ratio", *DATA_AWARE, "sensitivity_metric")  # what only a 4-bit mode uses
 # From this many parameters, an NPU build's decoder layers default to channel-wise INT4 (one scale per output
 # channel), below it to groups of 128 (or the largest smaller size that divides every layer): Intel's NPU models
 # are published so (Llama-3-8B, Mistral-7B, MiniCPM-V-4.5 channel-wise; Qwen2.5-1.5B, Phi-3-mini group 128), as
@@ -120,10 +124,11 @@ class Recipe:
                 "positions: past it transformers turns the whole sequence by longrope's long factors, recomputing "
                 f"what it cached, which NITRO's cache does not do; use max_seq_len <= {original}")
         self._check_compression()
-        text = s["evaluate"]["text"]
-        if text != PYTHON_DOCS and not Path(text).is_file():
-            raise RecipeError(f"{where}.evaluate.text = {text!r}: no such file (give a UTF-8 text file, or "
-                              f"{PYTHON_DOCS!r}, the default)")
+        for block in ("evaluate", "calibration"):
+            text = s[block]["text"]
+            if text != PYTHON_DOCS and not Path(text).is_file():
+                raise RecipeError(f"{where}.{block}.text = {text!r}: no such file (give a UTF-8 text file, or "
+                                  f"{PYTHON_DOCS!r}, the default)")
 
     @property
     def chunk_names(self) -> list[str]:
@@ -182,7 +187,30 @@ class Recipe:
         return min(self.settings["evaluate"]["tokens"], self.settings["max_seq_len"])
 
     def heldout_params(self) -> dict:
-        return {"text": self.settings["evaluate"]["text"], "tokens": self.heldout_tokens()}
+        """One sample from the text's start. When calibration samples come from the same text's end, the held-out
+        tokens must not reach them (checked by the step, which alone knows the text's token count)."""
+        s = self.settings
+        same_text = s["calibration"]["text"] == s["evaluate"]["text"] and self.calibrated()
+        calibration = self.calibration_params()
+        return {"text": s["evaluate"]["text"], "samples": 1, "tokens": self.heldout_tokens(), "from": "start",
+                "reserved_at_end": calibration["samples"] * calibration["tokens"] if same_text else 0}
+
+    def calibration_params(self) -> dict:
+        c = self.settings["calibration"]
+        return {"text": c["text"], "samples": c["samples"], "tokens": c["tokens"], "from": "end", "reserved_at_end": 0}
+
+    def data_aware(self, name: str) -> bool:
+        """Whether the chunk's compression learns from calibration activations."""
+        c = self.compression(name)
+        return any(c.get(k) for k in DATA_AWARE) or c.get("sensitivity_metric", DATA_FREE_METRIC) != DATA_FREE_METRIC
+
+    def calibrated(self) -> bool:
+        return any(self.data_aware(name) for name in self.chunk_names)
+
+    def activation_chunks(self) -> list[str]:
+        """The chunks whose output on the calibration tokens some data-aware chunk after them reads."""
+        aware = [i for i, name in enumerate(self.chunk_names) if self.data_aware(name)]
+        return self.chunk_names[:aware[-1]] if aware else []
 
     def manifest_params(self) -> dict:
         """What the final step writes into the manifest besides what it finds in the chunks' folders, and the
@@ -191,18 +219,23 @@ class Recipe:
         return {
             "chunks": self.chunk_names,
             "evaluate": {**s["evaluate"], "tokens": self.heldout_tokens()},
+            "activation_chunks": self.activation_chunks(),
             "header": {
                 "name": self.name,
                 "family": self.spec.family,
                 "spec": self.spec.to_dict(),
                 # the recipe as given, but compression: each chunk records its own, so two spellings of one
-                # compression (a mode named, or left to its default) build, and record, the same model
-                "settings": {k: v for k, v in s.items() if k != "compression"},
+                # compression (a mode named, or left to its default) build, and record, the same model; and
+                # calibration, recorded below where a chunk reads it
+                "settings": {k: v for k, v in s.items() if k not in ("compression", "calibration")},
                 "source": asdict(self.source),
                 "max_seq_len": s["max_seq_len"],
                 "prefill_len": s["prefill_len"],
                 "shapes": self.shapes(),
                 "device": self.device_params(),
+                # what the data-aware chunks learned from; None when no chunk is data-aware (and reads it)
+                "calibration": {**s["calibration"], "chunks": [n for n in self.chunk_names if self.data_aware(n)]}
+                if self.calibrated() else None,
             },
         }
 
@@ -217,11 +250,12 @@ class Recipe:
     def compression(self, name: str) -> dict:
         """The chunk's compression: the device's default (default_compression), then the model-wide setting,
         then `decoders`, then the chunk's own override; a mode given anywhere replaces the default as a whole.
-        Group size and ratio are kept for 4-bit modes only, the group size made explicit (NNCF's default
-        otherwise)."""
+        Group size, ratio and the data-aware options are kept for 4-bit modes only, the group size made explicit
+        (NNCF's default otherwise)."""
         given = {}
         for _, block in self._compression_blocks(name):
             given.update({k: v for k, v in block.items() if k != "chunks" and v is not None})
+        given = {k: v for k, v in given.items() if v is not False}  # `awq: false` builds what no `awq` does
         result = given if "mode" in given else {**self.default_compression(self.chunk(name)), **given}
         if result["mode"] not in FOUR_BIT_MODES:
             return {"mode": result["mode"]}
@@ -253,13 +287,21 @@ class Recipe:
             mode = self.default_compression(chunk)["mode"]
             for where, block in self._compression_blocks(chunk.name):
                 mode = block.get("mode", mode)
-                unused = [k for k in ("group_size", "ratio") if block.get(k) is not None]
+                unused = [k for k in FOUR_BIT_KEYS if block.get(k) not in (None, False)]
                 if unused and mode not in FOUR_BIT_MODES:
                     both = len(unused) > 1
                     raise RecipeError(f"{where}: {' and '.join(unused)} {'apply' if both else 'applies'} to 4-bit "
                                       f"modes only ({', '.join(FOUR_BIT_MODES)}), not to mode {mode}; remove "
                                       f"{'them' if both else 'it'}")
             settings = self.compression(chunk.name)
+            if chunk.kind == "embed" and self.data_aware(chunk.name):
+                raise RecipeError(f"models.{self.name}.compression: chunk embed is a table lookup, which NNCF's "
+                                  f"data-aware options ({', '.join(DATA_AWARE)}, sensitivity_metric) do not apply "
+                                  "to; set them for decoder chunks and the head")
+            if "sensitivity_metric" in settings and settings.get("ratio", 1) == 1:
+                raise RecipeError(f"models.{self.name}.compression: chunk {chunk.name} has a sensitivity_metric but "
+                                  "no ratio below 1: the metric picks which layers stay at 8 bits, and with ratio 1 "
+                                  "none do; give a ratio (e.g. 0.8) or remove the metric")
             group = settings.get("group_size", -1)
             if group == -1:
                 continue
@@ -320,36 +362,51 @@ class Recipe:
             # a shard of float32 tensors (one file write of it), and the largest tensor being converted
             largest = max(chunk_params(self.spec, c) for c in self.chunks if c.kind != "decoder")
             return math.ceil(BASE_MB + 2.0 * min(f32_mb(total), SHARD_MB) + 3.0 * f32_mb(largest))
-        if step == "heldout":  # a tokenizer and the text
+        if step in ("heldout", "calibration", "report"):  # a tokenizer and the text; the report's chart
             return BASE_MB
         if step == "assemble":  # every chunk loaded as the runtime loads it: its compressed weights; the
-            # evaluation's logits and the reference's log-probabilities, compared in float64 (six such arrays)
+            # evaluation's logits (its rows, then stacked) and the reference's log-probabilities, compared a few
+            # rows at a time
             compressed_mb = sum(chunk_params(self.spec, c) * self._compressed_bytes_per_weight(c.name)
                                 for c in self.chunks) / 2**20
-            return math.ceil(BASE_MB + 3.0 * compressed_mb + 12.0 * f32_mb(self._heldout_logits()))
-        factor = {"export": 4.0, "reference": 3.0, "compress": 3.0, "compile": 3.0}[step]
-        # the head's reference: its logits, then log-probabilities through float64 (three such arrays)
-        held = 7.0 * f32_mb(self._heldout_logits()) if step == "reference" and name == "head" else 0
+            return math.ceil(BASE_MB + 3.0 * compressed_mb + 4.0 * f32_mb(self._heldout_logits()))
+        factor = {"export": 4.0, "reference": 3.0, "activations": 3.0, "compress": 3.0, "compile": 3.0}[step]
+        held = 0
+        if step == "reference" and name == "head":  # its log-probabilities, row by row, then stacked
+            held = 3.0 * f32_mb(self._heldout_logits())
+        elif step == "activations" or step == "compress" and self.data_aware(name):
+            # the calibration activations entering the chunk and leaving it, and NNCF's statistics of its matmuls'
+            # inputs; GPTQ keeps every sample's input of the widest matmul (measured on SmolLM2: 5.8 such arrays)
+            held = 6.0 * f32_mb(self._calibration_activations())
+            if step == "compress" and self.compression(name).get("gptq"):
+                widest = max(self.spec.hidden_size, self.spec.intermediate_size)
+                held += 8.0 * f32_mb(self._calibration_activations() // self.spec.hidden_size * widest)
         return math.ceil(BASE_MB + factor * f32_mb(chunk_params(self.spec, self.chunk(name))) + held)
 
     def _heldout_logits(self) -> int:
         return self.heldout_tokens() * self.spec.vocab_size
+
+    def _calibration_activations(self) -> int:
+        c = self.settings["calibration"]
+        return c["samples"] * c["tokens"] * self.spec.hidden_size
 
     def disk_mb(self, step: str, name: str | None = None) -> int:
         """Declared disk space a step writes: its weights in the precision it writes them, once (a chunk's IR
         holds its variants on one copy; compiled blobs one each, but for an NPU's weightless decoder blobs), plus a
         little for graphs and metadata (checked against what each step wrote by tests/test_artifacts.py). A step
         checks it is free before it starts."""
-        if step in ("assemble", "heldout"):
+        if step in ("assemble", "heldout", "calibration", "report"):
             return 1
         if step == "source":
             if self.source.kind == "gguf":
                 return math.ceil(4 * sum(chunk_params(self.spec, c) for c in self.chunks) / 2**20) + 16
             return math.ceil(sum(Path(f).stat().st_size for f in self.source.files()) / 2**20) + 16
         chunk = self.chunk(name)
-        if step == "reference":  # float32 activations [T,D], or the head's log-probabilities [T,V]
+        if step == "reference":  # float32 activations [1,T,D], or the head's log-probabilities [1,T,V]
             width = self.spec.vocab_size if chunk.kind == "head" else self.spec.hidden_size
             return math.ceil(4 * self.heldout_tokens() * width / 2**20) + 1
+        if step == "activations":  # float32 activations [N,T,D]
+            return math.ceil(4 * self._calibration_activations() / 2**20) + 1
         variants = len(self.export_params(name)["graphs"])
         if step == "export":
             bytes_per_weight = self.export_bytes_per_weight

@@ -1,6 +1,9 @@
-"""The uncompressed reference a build is evaluated against: the held-out tokens through one chunk's exported
-(uncompressed) graph, on the CPU in float32, chunk after chunk, so that a step holds one chunk's weights and the
-activations between chunks ([T,D] each) go through files. The head's output is kept as log-probabilities [T,V].
+"""A token set through one chunk's exported (uncompressed) graph, on the CPU in float32, chunk after chunk, so that a
+step holds one chunk's weights and the activations between chunks ([N,T,D] for N samples of T tokens) go through
+files. For the held-out tokens this is the reference a build is evaluated against (the head's output kept as
+log-probabilities [N,T,V]); for the calibration tokens, the activations entering each chunk that data-aware
+compression learns from. Every chunk's input comes from the uncompressed chunks before it, so a chunk's calibration
+does not depend on how the others are compressed, and changing one chunk's compression rebuilds that chunk only.
 
 NITRO's exported graphs give transformers' float32 logits to ~1e-6 (tests/test_parity.py), so this is the
 transformers reference without the whole model in memory at float precision (32 GB for an 8B model).
@@ -23,9 +26,9 @@ def run(args):
     write_array(args.out, reference_output(args.input, np.load(args.activations)))
 
 
-def reference_output(exported: Path, x: np.ndarray) -> np.ndarray:
-    """The chunk's output for the whole sequence `x`: ids [T] -> hidden [T,D] (embedding), hidden [T,D] -> hidden
-    [T,D] (decoders), hidden [T,D] -> log-probabilities [T,V] (head)."""
+def reference_output(exported: Path, samples: np.ndarray) -> np.ndarray:
+    """The chunk's output for every sample, each a sequence of its own: ids [N,T] -> hidden [N,T,D] (embedding),
+    hidden [N,T,D] -> hidden [N,T,D] (decoders), hidden [N,T,D] -> log-probabilities [N,T,V] (head)."""
     import openvino as ov
 
     meta = json.loads((exported / META).read_text())
@@ -34,8 +37,12 @@ def reference_output(exported: Path, x: np.ndarray) -> np.ndarray:
     core = ov.Core()
     graph = graph_of(core.read_model(exported / meta["xml"]), variant)
     request = core.compile_model(graph, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
+    return np.stack([_sequence_output(request, chunk, x) for x in samples])
+
+
+def _sequence_output(request, chunk: dict, x: np.ndarray) -> np.ndarray:
     if chunk["kind"] == "head":
-        return log_probs(np.stack([_infer(request, {0: row[None, None]})[0, 0] for row in x])).astype(np.float32)
+        return np.stack([log_probs(_infer(request, {0: row[None, None]})[0, 0]).astype(np.float32) for row in x])
     if chunk["kind"] == "embed":
         return np.concatenate([_infer(request, {0: block[None]})[0, :n] for block, n, _ in _calls(request, x)])
     return _run_decoder(request, chunk, x.astype(np.float32))

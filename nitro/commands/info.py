@@ -20,6 +20,10 @@ def run(args) -> int:
             if chunk["kind"] == "decoder" else ""
         settings = ", ".join(f"{k} {v}" for k, v in sorted(chunk["compression"].items()) if k != "mode")
         print(f"  {chunk['name']:12} {layers:14} {chunk['compression']['mode']}{f' ({settings})' if settings else ''}")
+    c = m.get("calibration")
+    if c:
+        print(f"calibration: {c['samples']} samples of {c['tokens']} tokens ({c['text']}, from its end) for "
+              f"{', '.join(c['chunks'])}")
     e = m.get("evaluation")
     if e:
         print(f"evaluation on {e['tokens']} held-out tokens ({e['text']}), against {e['reference']}:\n"
