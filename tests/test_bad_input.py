@@ -152,6 +152,6 @@ def test_per_channel_group_size_and_an_inherited_one_are_accepted(tmp_path, tiny
 def test_a_misspelled_key_names_the_allowed_keys_in_one_line(tmp_path, tiny_sources):
     recipe = {**tiny_recipe(tiny_sources["llama"]), "chunk_sise": 3}
     assert workflow_error(tmp_path, recipe) == (
-        "recipe.models.bad: unknown key 'chunk_sise'; allowed keys: chunk_size, compression, device, "
-        "device_properties, evaluate, inference_precision, kv_cache_precision, max_seq_len, npuw_on_cpu, prefill_len, "
-        "shapes, source")
+        "recipe.models.bad: unknown key 'chunk_sise'; allowed keys: calibration, chunk_size, compression, "
+        "device, device_properties, evaluate, inference_precision, kv_cache_precision, max_seq_len, npuw_on_cpu, "
+        "prefill_len, shapes, source")
