@@ -124,6 +124,18 @@ class Chunk(TypedDict):
     variants: dict[str, Variant]
 
 
+def layer_span(chunk: Chunk) -> str:
+    """A decoder chunk's layers as "first-last"; "" for the embedding and the head."""
+    if chunk["kind"] != "decoder":
+        return ""
+    return f"{chunk['first_layer']}-{chunk['first_layer'] + chunk['num_layers'] - 1}"
+
+
+def compression_settings(chunk: Chunk) -> str:
+    """The chunk's compression settings besides its mode, as "key value, ..." ("" when there are none)."""
+    return ", ".join(f"{k} {v}" for k, v in sorted(chunk["compression"].items()) if k != "mode")
+
+
 class FileRecord(TypedDict):
     bytes: int
     sha256: str

@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 import io
 
-from ..artifacts import read_manifest, write_text
+from ..artifacts import compression_settings, layer_span, read_manifest, write_text
 
 
 def run(args):
@@ -15,9 +15,7 @@ def run(args):
 
 
 def report_page(m: dict) -> str:
-    chunks = [[c["name"], _layers(c), c["compression"]["mode"],
-               ", ".join(f"{k} {v}" for k, v in sorted(c["compression"].items()) if k != "mode")]
-              for c in m["chunks"]]
+    chunks = [[c["name"], layer_span(c), c["compression"]["mode"], compression_settings(c)] for c in m["chunks"]]
     e = m["evaluation"]
     accuracy = [["perplexity", e["perplexity"], e["reference_perplexity"]],
                 ["top-1 agreement", f"{e['top1_agreement']:.1%}", "100%"],
@@ -45,12 +43,6 @@ def report_page(m: dict) -> str:
         _table(["step", "chunk", "wall s", "peak RSS MB", "declared MB"], steps),
         "</body></html>",
     ])
-
-
-def _layers(chunk: dict) -> str:
-    if chunk["kind"] != "decoder":
-        return ""
-    return f"{chunk['first_layer']}-{chunk['first_layer'] + chunk['num_layers'] - 1}"
 
 
 def _table(header: list[str], rows: list[list]) -> str:

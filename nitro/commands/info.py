@@ -10,15 +10,14 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from ..artifacts import read_manifest
+    from ..artifacts import compression_settings, layer_span, read_manifest
 
     m = read_manifest(args.root)
     print(f"{args.root}: {m['name']} ({m['family']}, {m['spec']['num_layers']} layers), {m['shapes']} graphs for "
           f"{m['device']['device']}, max_seq_len {m['max_seq_len']}, KV cache {m['kv_precision']}")
     for chunk in m["chunks"]:
-        layers = f"layers {chunk['first_layer']}-{chunk['first_layer'] + chunk['num_layers'] - 1}" \
-            if chunk["kind"] == "decoder" else ""
-        settings = ", ".join(f"{k} {v}" for k, v in sorted(chunk["compression"].items()) if k != "mode")
+        layers = f"layers {layer_span(chunk)}" if layer_span(chunk) else ""
+        settings = compression_settings(chunk)
         print(f"  {chunk['name']:12} {layers:14} {chunk['compression']['mode']}{f' ({settings})' if settings else ''}")
     c = m.get("calibration")
     if c:
