@@ -377,18 +377,18 @@ class Recipe:
         elif step == "activations" or step == "compress" and self.data_aware(name):
             # the calibration activations entering the chunk and leaving it, and NNCF's statistics of its matmuls'
             # inputs; GPTQ keeps every sample's input of the widest matmul (measured on SmolLM2: 5.8 such arrays)
-            held = 6.0 * f32_mb(self._calibration_activations())
+            held = 6.0 * f32_mb(self._calibration_tokens() * self.spec.hidden_size)
             if step == "compress" and self.compression(name).get("gptq"):
                 widest = max(self.spec.hidden_size, self.spec.intermediate_size)
-                held += 8.0 * f32_mb(self._calibration_activations() // self.spec.hidden_size * widest)
+                held += 8.0 * f32_mb(self._calibration_tokens() * widest)
         return math.ceil(BASE_MB + factor * f32_mb(chunk_params(self.spec, self.chunk(name))) + held)
 
     def _heldout_logits(self) -> int:
         return self.heldout_tokens() * self.spec.vocab_size
 
-    def _calibration_activations(self) -> int:
+    def _calibration_tokens(self) -> int:
         c = self.settings["calibration"]
-        return c["samples"] * c["tokens"] * self.spec.hidden_size
+        return c["samples"] * c["tokens"]
 
     def disk_mb(self, step: str, name: str | None = None) -> int:
         """Declared disk space a step writes: its weights in the precision it writes them, once (a chunk's IR
@@ -406,7 +406,7 @@ class Recipe:
             width = self.spec.vocab_size if chunk.kind == "head" else self.spec.hidden_size
             return math.ceil(4 * self.heldout_tokens() * width / 2**20) + 1
         if step == "activations":  # float32 activations [N,T,D]
-            return math.ceil(4 * self._calibration_activations() / 2**20) + 1
+            return math.ceil(4 * self._calibration_tokens() * self.spec.hidden_size / 2**20) + 1
         variants = len(self.export_params(name)["graphs"])
         if step == "export":
             bytes_per_weight = self.export_bytes_per_weight
