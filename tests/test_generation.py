@@ -203,23 +203,24 @@ def test_every_eos_id_of_the_generation_config_stops(family, tiny, tiny_sources,
 @pytest.mark.parametrize("build", ["llama_f32", "qwen2_f32", "llama_f32_static"])
 def test_prompt_lookup_gives_the_greedy_tokens_in_fewer_calls(build, tiny_builds, monkeypatch):
     """Prompt-lookup decoding keeps a drafted token only where greedy decoding chooses it: the same tokens as plain
-    greedy, over a prompt that repeats itself, in fewer decode calls than tokens; the drafts it rejects leave
-    nothing in the cache, so the next turn of the conversation continues as after plain greedy."""
+    greedy, over a prompt that repeats itself, in fewer decode calls than tokens, each call of the same size until
+    the token budget shrinks it; the drafts it rejects leave nothing in the cache, so the next turn of the
+    conversation continues as after plain greedy."""
     gen = load_pipeline(tiny_builds[build]).generator
     ids = gen.encode(f"{PASSAGE[0]} {PASSAGE[0]}")
     plain = gen.generate(ids, SamplingParams(max_new_tokens=24, ignore_eos=True)).token_ids
     follow_up = ids + plain + gen.tokenizer(" and so on", add_special_tokens=False)["input_ids"]
     after_plain = gen.generate(follow_up, SamplingParams(max_new_tokens=8, ignore_eos=True), reuse="context")
 
-    forward, calls = gen.model.forward, []
-    monkeypatch.setattr(gen.model, "forward",
-                        lambda tokens, all_logits=False: calls.append(len(tokens)) or forward(tokens, all_logits))
+    hidden, calls = gen.model.hidden, []
+    monkeypatch.setattr(gen.model, "hidden", lambda tokens: calls.append(len(tokens)) or hidden(tokens))
     looked = gen.generate(ids, SamplingParams(max_new_tokens=24, ignore_eos=True, prompt_lookup=4))
     monkeypatch.undo()
-    decode_calls = len(calls) - 1  # the first runs the prompt
-    print(f"{build}: {len(plain)} tokens in {decode_calls} decode calls, {sum(calls[1:])} tokens run")
+    decode_calls = calls[1:]  # the first runs the prompt
+    print(f"{build}: {len(plain)} tokens in {len(decode_calls)} decode calls of {decode_calls} tokens")
     assert looked.token_ids == plain
-    assert decode_calls < len(plain) - 1
+    assert len(decode_calls) < len(plain) - 1
+    assert decode_calls[0] == 5 and decode_calls == sorted(decode_calls, reverse=True)
     then = gen.generate(follow_up, SamplingParams(max_new_tokens=8, ignore_eos=True), reuse="context")
     assert then.prefilled_tokens < len(follow_up) and then.token_ids == after_plain.token_ids
 

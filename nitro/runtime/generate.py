@@ -5,7 +5,10 @@ prompt extends the cached tokens prefills only the new ones; any other call star
 
 With `prompt_lookup`, each decode call also runs a draft of the next tokens, copied from where the text's last
 tokens occur earlier in it; the greedy choices after each drafted token then come from that one call, as far as
-the draft agrees with them, and the cache is rewound past the rest. The text is the plain greedy text.
+the draft agrees with them, and the cache is rewound past the rest. The text is the plain greedy text. Every such
+call runs the same number of tokens (a short draft is padded): a dynamic graph called with another token count
+than the last is reshaped by the CPU plugin, which cost more than the padding (benchmarks/README.md, "Prompt
+lookup"). The head runs only on the rows whose logits are needed: up to the draft's first miss.
 """
 from __future__ import annotations
 
@@ -174,8 +177,8 @@ class Stream:
         logits, prefilled = gen._prefill(self.prompt_ids, self.reuse)
         history = list(self.prompt_ids)
         new: list[int] = []
-        drafted: list[int] = []  # tokens run after the last chosen one, each with the logits that follow it
-        following: list[np.ndarray] = []
+        drafted: list[int] = []  # tokens run after the last chosen one, each with its final hidden state
+        rows: list[np.ndarray] = []
         emitted, finish, first_at = "", "length", None
         try:
             while True:
@@ -202,11 +205,11 @@ class Stream:
                 gen.context.append(token)
                 if drafted and drafted[0] == token:  # the last call ran it already
                     drafted.pop(0)
-                    logits = following.pop(0)
+                    logits = gen.model.logits(rows.pop(0))
                     continue
                 if drafted:  # the draft went another way from here: forget what the cache holds past it
                     gen.model.rewind(len(gen.context) - 1)
-                logits, drafted, following = self._run(token, history)
+                logits, drafted, rows = self._run(token, history)
         finally:
             gen.model.rewind(len(gen.context))  # drafted tokens not taken, or a stream closed early
         final, _ = self._text(new)
@@ -219,17 +222,21 @@ class Stream:
         )
 
     def _run(self, token: int, history: list[int]) -> tuple[np.ndarray, list[int], list[np.ndarray]]:
-        """Run the chosen token, and with prompt lookup a draft after it (as much as the cache and the token
-        budget leave room for); returns the logits after the token, the draft and the logits after each of its
-        tokens."""
+        """Run the chosen token, and with prompt lookup a draft after it (as long as the cache and the token
+        budget leave room for); returns the logits after the token, the draft and the final hidden state after
+        each of its tokens. A draft the text cannot fill is padded with its last token, which costs less than the
+        reshape a shorter call would bring."""
         model, size = self.gen.model, self.params.prompt_lookup
         size = min(size, self.params.max_new_tokens - (len(history) - len(self.prompt_ids)),
                    model.max_seq_len - model.position - 1)
-        guess = draft(history, size) if size > 0 else []
-        if not guess:
+        if size <= 0:
             return model.forward([token]), [], []
-        rows = model.forward([token, *guess], all_logits=True)
-        return rows[0], guess, list(rows[1:])
+        guess = draft(history, size)
+        while guess and len(guess) < size and (more := draft(history + guess, size - len(guess))):
+            guess += more  # the copied text reached the end of the history: look its own last tokens up
+        guess += [guess[-1] if guess else token] * (size - len(guess))
+        rows = model.hidden([token, *guess])
+        return model.logits(rows[0]), guess, list(rows[1:])
 
     def _text(self, ids: list[int]) -> tuple[str, bool]:
         """The decoded new text, cut before the first stop string; and whether one was found."""

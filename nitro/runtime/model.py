@@ -250,24 +250,24 @@ class Model:
         self.position = pos + n
         return out.data[0, :n]
 
-    def _logits(self, hidden_row: np.ndarray) -> np.ndarray:
+    def logits(self, hidden_row: np.ndarray) -> np.ndarray:
+        """The head over one final hidden state [D] (a row `hidden` returned): that token's next-token logits [V]."""
         self.head_in[0, 0] = hidden_row
         head = self.requests[self.head, DECODE]
         head.infer()
-        return head.get_output_tensor(0).data[0, 0]
+        return head.get_output_tensor(0).data[0, 0].copy()
+
+    def hidden(self, ids) -> np.ndarray:
+        """Append tokens to the sequence, their logits not computed yet: returns each token's final hidden state
+        [n,D], for `logits` to compute only the rows a caller needs (a verified draft stops at its first miss)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        check_fits(self.position, len(ids), self.max_seq_len)
+        return np.concatenate([self._run(ids[s:s + self.prefill_len]).copy()
+                               for s in range(0, len(ids), self.prefill_len)])
 
     def forward(self, ids, all_logits: bool = False) -> np.ndarray:
         """Append tokens to the sequence. Returns the last token's logits [V], or every token's [n, V]."""
-        ids = np.asarray(ids, dtype=np.int64)
-        check_fits(self.position, len(ids), self.max_seq_len)
-        rows = []
-        if len(ids) == 1:
-            hidden = [self._run(ids)]
-        else:
-            hidden = [self._run(ids[s:s + self.prefill_len]).copy()
-                      for s in range(0, len(ids), self.prefill_len)]
+        hidden = self.hidden(ids)
         if not all_logits:
-            return self._logits(hidden[-1][-1]).copy()
-        for block in hidden:
-            rows += [self._logits(row).copy() for row in block]
-        return np.stack(rows)
+            return self.logits(hidden[-1])
+        return np.stack([self.logits(row) for row in hidden])
