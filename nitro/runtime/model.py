@@ -6,7 +6,7 @@ The KV cache is one numpy buffer per decoder chunk, [2*layers,KV,capacity,hd] (l
 at 2j+1), laid out as the chunk's `kv` output so that each call's new rows are placed with one copy; every
 graph's past inputs are bound to its slices. Static graphs (NPU) read all `max_seq_len` slots, so their cache
 has that many from the start; dynamic graphs (CPU, GPU) read only the slots allocated so far, so their cache
-starts small and doubles as the sequence grows; a sequence's first call, with nothing cached, is given one
+starts small and grows with the sequence (cache_capacity); a sequence's first call, with nothing cached, is given one
 masked slot instead. The other inputs (ids, positions, the hidden state each chunk's
 output is copied into for the next) are numpy buffers too, bound when their length changes: a static graph's
 once, a dynamic graph's when a call brings another number of tokens than the last. Outputs are read after each
@@ -54,16 +54,24 @@ def _shared(array: np.ndarray, ov_type=None) -> ov.Tensor:
     return ov.Tensor(array, list(array.shape), ov_type)
 
 
+CACHE_STEP = 256  # past this many slots, a dynamic graph's cache grows by this many at a time
+
+
 def cache_capacity(length: int, max_seq_len: int, dynamic: bool, current: int = 0) -> int:
-    """KV slots to allocate for a sequence of `length`: all `max_seq_len` for static graphs, which read every
-    slot; for dynamic ones the next power of two from 16 (or from `current`), so attention reads under twice
-    what it needs and a growing sequence is copied at most log2(max_seq_len) times."""
+    """KV slots to allocate for a sequence of `length` (never fewer than the `current` ones): all `max_seq_len`
+    for static graphs, which read every slot; for dynamic ones the next power of two from 16 up to CACHE_STEP,
+    then the next multiple of CACHE_STEP. Attention reads every allocated slot, so past CACHE_STEP it reads at
+    most CACHE_STEP - 1 slots it does not need, and the cache is copied once every CACHE_STEP tokens. (Powers
+    of two all the way read up to twice the slots: SmolLM2 after a 1024-token prompt decoded 18.0 ms a token
+    over 2048 slots, 16.2 ms over 1280.)"""
     if not dynamic:
         return max_seq_len
-    capacity = max(current, 16)
-    while capacity < length:
+    capacity = 16
+    while capacity < min(length, CACHE_STEP):
         capacity *= 2
-    return min(capacity, max_seq_len)
+    if length > CACHE_STEP:
+        capacity = -(-length // CACHE_STEP) * CACHE_STEP
+    return min(max(capacity, current), max_seq_len)
 
 
 def _run_on_zeros(request: ov.InferRequest):
