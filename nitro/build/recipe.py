@@ -332,9 +332,10 @@ class Recipe:
         props = {"PERFORMANCE_HINT": "LATENCY"}
         if s["device"] == "CPU":
             # The CPU plugin quantizes activations to 8 bits for compressed weights by default where the CPU has
-            # VNNI (AVX-512, AMX): SmolLM2 with INT8 weights then answers "What is the capital of France?" with
-            # "L'Étoile, la Marseillaise, la femme, la femme..." instead of "The capital of France is Paris.",
-            # and decodes no faster (90 vs 96 tok/s, nitro bench). Off, the weights alone are compressed.
+            # VNNI: faster over many tokens (a 128-token SmolLM2 chunk 32.9 -> 25.4 ms), no faster over one, and
+            # SmolLM2 INT8 then answers "What is the capital of France?" with "L'Étoile, la Marseillaise, la
+            # femme..." instead of "The capital of France is Paris." (KL 0.0044 -> 0.0076 nats on held-out
+            # text). Off, the weights alone are compressed; device_properties can turn it on (README).
             props["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = "0"
         if s["inference_precision"] != "default":
             props["INFERENCE_PRECISION_HINT"] = s["inference_precision"]
