@@ -1,10 +1,11 @@
 """Run one anchor, OpenVINO GenAI's LLMPipeline or optimum-intel's OVModelForCausalLM, on an `optimum-cli export
 openvino` folder, timed exactly as `nitro bench` times NITRO (same options, same JSON).
 
-    python benchmarks/anchors.py genai|optimum EXPORT_DIR [nitro bench options]
+    python benchmarks/anchors.py genai|optimum EXPORT_DIR [--property KEY=VALUE ...] [nitro bench options]
 
 compare.py runs it in a process of its own per tool, so each tool's load time and peak RSS are its own.
-Token times are taken in Python when each token id arrives (a streamer), as in `nitro bench`.
+Token times are taken in Python when each token id arrives (a streamer), as in `nitro bench`. `--property` gives
+the CPU plugin an OpenVINO property (compare.py: the dynamic quantization NITRO's recipe sets).
 """
 from __future__ import annotations
 
@@ -37,13 +38,13 @@ def genai_clock():
     return Clock()
 
 
-def genai_loader(folder: Path):
+def genai_loader(folder: Path, properties: dict):
     import numpy as np
     import openvino as ov
     import openvino_genai as ov_genai
 
     def load():
-        pipe = ov_genai.LLMPipeline(str(folder), "CPU")
+        pipe = ov_genai.LLMPipeline(str(folder), "CPU", **properties)
 
         def generate(prompt, new_tokens):
             config = ov_genai.GenerationConfig(max_new_tokens=new_tokens, ignore_eos=True, do_sample=False)
@@ -57,7 +58,7 @@ def genai_loader(folder: Path):
     return load
 
 
-def optimum_loader(folder: Path):
+def optimum_loader(folder: Path, properties: dict):
     import torch
     from optimum.intel import OVModelForCausalLM
     from transformers import GenerationConfig
@@ -76,7 +77,7 @@ def optimum_loader(folder: Path):
             pass
 
     def load():
-        model = OVModelForCausalLM.from_pretrained(str(folder), device="CPU")
+        model = OVModelForCausalLM.from_pretrained(str(folder), device="CPU", ov_config=dict(properties))
 
         def generate(prompt, new_tokens):
             # No EOS id: generation runs through EOS as `ignore_eos` does, rather than masking it out.
@@ -98,10 +99,13 @@ LOADERS = {"genai": genai_loader, "optimum": optimum_loader}
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("tool", choices=LOADERS)
+    parser.add_argument("--property", action="append", default=[], metavar="KEY=VALUE",
+                        help="an OpenVINO property for the CPU plugin (repeatable)")
     add_arguments(parser)
     args = parser.parse_args(argv)
+    properties = dict(p.split("=", 1) for p in args.property)
     vocab_size = json.loads((args.root / "config.json").read_text())["vocab_size"]
-    report(measure(args.tool, args.root, LOADERS[args.tool](args.root), args, vocab_size), args)
+    report(measure(args.tool, args.root, LOADERS[args.tool](args.root, properties), args, vocab_size), args)
     return 0
 
 

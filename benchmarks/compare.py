@@ -1,5 +1,6 @@
 """NITRO side by side with OpenVINO GenAI's LLMPipeline and optimum-intel's OVModelForCausalLM, and NITRO's
-build against `optimum-cli export openvino`, on the same checkpoints with INT8 weights. One command:
+build against `optimum-cli export openvino`, on the same checkpoints, with INT8 and with INT4 weights, at a short
+and a long prompt. One command:
 
     python benchmarks/compare.py            # SmolLM2-135M and the Qwen2.5-0.5B and Llama-3.2-1B shapes
     python benchmarks/compare.py --quick    # SmolLM2 only, fewer tokens and runs: checks the harness
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -19,7 +21,6 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -36,6 +37,16 @@ MODELS = {"smollm2-135m": None, "qwen2.5-0.5b": "qwen2", "llama-3.2-1b": "llama"
 # What a model's recipe changes from the default one. A chunk's export and compression hold its float32 weights,
 # 243 MB a layer at the 1B shape: chunks of 4 layers keep those steps near 1.3 GB (10 layers: 2.7 GB).
 RECIPE_CHANGES = {"llama-3.2-1b": {"chunk_size": 4}}
+TARGET_PROMPT = 128  # the prompt length issue 17's decode and TTFT targets are set at
+MAX_SEQ_LEN = 4096  # every build's and export's context here, so that the long prompt fits with its new tokens
+# Weight formats every tool runs: NITRO's compression recipe and optimum-cli's options for its export (GenAI and
+# optimum-intel run that export). INT4 is symmetric in groups (`{group}`: 128, or 64 where 128 does not divide
+# every layer's input channels), embedding and head at 8 bits in both (optimum-cli's default for them).
+WEIGHTS = {
+    "int8": ({}, ["--weight-format", "int8"]),
+    "int4": ({"chunks": {"decoders": {"mode": "INT4_SYM", "group_size": "{group}"}}},
+             ["--weight-format", "int4", "--sym", "--group-size", "{group}", "--ratio", "1.0"]),
+}
 MEMORY_TARGET_MODEL = "llama-3.2-1b"  # every build step's peak ≤ 0.35 × optimum-cli export's, at this shape
 TOOLS = ("nitro", "genai", "optimum")
 LABELS = {"nitro": "NITRO", "genai": "OpenVINO GenAI", "optimum": "optimum-intel"}
@@ -45,15 +56,19 @@ CHANGED_CHUNK = "decoder_0"
 OTHER_INT8_MODE = {"INT8_SYM": "INT8_ASYM", "INT8_ASYM": "INT8_SYM"}
 
 
-@dataclass
+@dataclasses.dataclass
 class Subject:
-    """One benchmarked model: the HF folder every tool starts from, NITRO's build and the anchors' export."""
+    """One benchmarked model at one weight format: the HF folder every tool starts from, NITRO's build (`name`
+    is its model name in the recipe) and the anchors' export."""
 
     name: str
     recipe: dict
     hf: Path
     build: Path
     export: Path
+    model: str  # the benchmark's model name (MODELS)
+    weights: str  # a WEIGHTS key
+    export_options: tuple  # optimum-cli's weight options for the anchors' export
 
 
 def main(argv=None) -> int:
@@ -63,22 +78,33 @@ def main(argv=None) -> int:
     print(f"memory read bandwidth: measuring ({os.cpu_count()} threads) ...", flush=True)
     bandwidth = read_bandwidth_gbs()
     print(f"memory read bandwidth: {bandwidth:.1f} GB/s")
-    subjects, builds = [], {}
+    subjects, timed, builds = [], {}, {}
     for name in args.models:
-        subject = prepare(name, out)
-        subjects.append(subject)
-        builds[name] = build_figures(subject, out, anchor_env, args)
-    speeds = {s.name: speed(s, out, anchor_env, args) for s in subjects}
+        # The INT8 build is timed (issue 4's build targets) and made first: SmolLM2's source comes from it.
+        timed[name] = prepare(name, out, "int8", args.dynamic_quantization)
+        builds[name] = build_figures(timed[name], out, anchor_env, args)
+        subjects += [timed[name]] if "int8" in args.weights else []
+        for weights in [w for w in args.weights if w != "int8"]:
+            subjects.append(prepare(name, out, weights, args.dynamic_quantization))
+            bring_up_to_date(subjects[-1], anchor_env, args)
+    cases = []
     for s in subjects:
-        builds[s.name]["rebuild"] = rebuild_after_change(s, out, args)
+        for length in args.prompt_lens:
+            figures = speed(s, out, anchor_env, args, length)
+            cases.append({"model": s.model, "weights": s.weights, "prompt_tokens": length, "speed": figures,
+                          "ceiling": ceiling(s, bandwidth, figures, length + args.new_tokens)})
+    for name, s in timed.items():
+        builds[name]["rebuild"] = rebuild_after_change(s, out, args)
     report = {
         "machine": machine(bandwidth, out / "optimum-intel"),
-        "settings": {"prompt_tokens": args.prompt_len, "new_tokens": args.new_tokens, "runs": args.runs,
-                     "weights": "INT8 (NITRO: default recipe, INT8_SYM; anchors: optimum-cli --weight-format int8, "
-                                "INT8_ASYM)"},
-        "models": {s.name: {"speed": speeds[s.name], "ceiling": ceiling(s, bandwidth, speeds[s.name],
-                                                                         args.prompt_len + args.new_tokens),
-                            "build": builds[s.name]} for s in subjects},
+        "settings": {"prompt_tokens": args.prompt_lens, "new_tokens": args.new_tokens, "runs": args.runs,
+                     "dynamic_quantization_group_size": args.dynamic_quantization,
+                     "weights": {"int8": "NITRO: INT8_SYM (default recipe); anchors: optimum-cli --weight-format "
+                                         "int8 (INT8_ASYM)",
+                                 "int4": "INT4_SYM decoders in groups, INT8 embedding and head, NITRO and anchors "
+                                         "alike (optimum-cli --weight-format int4 --sym --ratio 1.0)"}},
+        "cases": cases,
+        "builds": builds,
     }
     write_json(out / "compare.json", report)
     print_report(report)
@@ -90,9 +116,15 @@ def main(argv=None) -> int:
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="SmolLM2 only, 32 new tokens, 2 rounds: checks the harness in a few minutes")
+                        help="SmolLM2 only, a 128-token prompt, 32 new tokens, 2 rounds: checks the harness")
     parser.add_argument("--models", nargs="+", choices=MODELS, help="benchmark only these (default: all)")
-    parser.add_argument("--prompt-len", type=int, default=128, help="prompt tokens (default 128)")
+    parser.add_argument("--prompt-lens", type=int, nargs="+",
+                        help="prompt lengths in tokens, each a set of rounds (default 128 1024; --quick 128)")
+    parser.add_argument("--weights", nargs="+", choices=WEIGHTS, default=list(WEIGHTS),
+                        help="weight formats, each a build and an export per model (default: int8 int4)")
+    parser.add_argument("--dynamic-quantization", type=int, default=0, metavar="GROUP",
+                        help="every tool's DYNAMIC_QUANTIZATION_GROUP_SIZE: 0 (default) is NITRO's CPU default, "
+                             "activations unquantized; the CPU plugin's own default, on CPUs with VNNI, is 32")
     parser.add_argument("--new-tokens", type=int, help="tokens generated per run (default 128; --quick 32)")
     parser.add_argument("--runs", type=int, help="interleaved rounds; figures are medians (default 5; --quick 2)")
     parser.add_argument("--reuse", action="store_true",
@@ -105,6 +137,7 @@ def parse_args(argv):
     args.models = args.models or (["smollm2-135m"] if args.quick else list(MODELS))
     args.new_tokens = args.new_tokens or (32 if args.quick else 128)
     args.runs = args.runs or (2 if args.quick else 5)
+    args.prompt_lens = args.prompt_lens or ([128] if args.quick else [128, 1024])
     args.out = args.out.resolve()
     return args
 
@@ -145,20 +178,40 @@ def read_bandwidth_gbs(size_mb: int = 1024, repeats: int = 7) -> float:
     return best
 
 
-def prepare(name: str, out: Path) -> Subject:
-    """The model's recipe and folders; a random-weight checkpoint is made once and kept."""
+def prepare(name: str, out: Path, weights: str = "int8", dynamic_quantization: int = 0) -> Subject:
+    """The model's recipe and folders at a weight format; a random-weight checkpoint is made once and kept. The
+    INT8 build is the default recipe's (for SmolLM2, whose source the other formats' builds then share)."""
     default = yaml.safe_load((REPO / "config/config.yaml").read_text())["models"]["smollm2"]
     work = out / "work"
     family = MODELS[name]
     if family is None:
-        recipe, hf = default, work / "results" / name / "source"
+        recipe, hf = dict(default), work / "results" / name / "source"
     else:
         hf = out / "checkpoints" / name
         if not (hf / "config.json").is_file():
             print(f"{name}: making a random-weight checkpoint at the real shape ...", flush=True)
             random_checkpoint(hf, family, REAL_SHAPES[name])
         recipe = {**default, "source": str(hf), **RECIPE_CHANGES.get(name, {})}
-    return Subject(name, recipe, hf, work / "results" / name, out / "anchors" / name)
+    build_name = name if weights == "int8" else f"{name}-{weights}"
+    if weights != "int8" and family is None:
+        recipe["source"] = str(hf)
+    compression, options = WEIGHTS[weights]
+    if "{group}" in json.dumps(WEIGHTS[weights]):  # read now: SmolLM2's source exists once its INT8 build does
+        compression, options = (json.loads(json.dumps(part).replace('"{group}"', str(group_size(hf))))
+                                for part in WEIGHTS[weights])
+    recipe.update(max_seq_len=MAX_SEQ_LEN, compression={**recipe["compression"], **compression},
+                  device_properties={"DYNAMIC_QUANTIZATION_GROUP_SIZE": str(dynamic_quantization)})
+    return Subject(build_name, recipe, hf, work / "results" / build_name, out / "anchors" / build_name, name,
+                   weights, tuple(map(str, options)))
+
+
+def group_size(hf: Path) -> int:
+    """128, or 64 where 128 does not divide every layer's input channels (SmolLM2's 576)."""
+    config = json.loads((hf / "config.json").read_text())
+    heads = config["num_attention_heads"]
+    widths = [config["hidden_size"], config["intermediate_size"],
+              heads * config.get("head_dim", config["hidden_size"] // heads)]
+    return 128 if all(w % 128 == 0 for w in widths) else 64
 
 
 def random_checkpoint(dest: Path, family: str, shape: dict):
@@ -181,8 +234,8 @@ def build_figures(s: Subject, out: Path, anchor_env: dict, args) -> dict:
     if full:
         record["nitro_build_s"] = round(wall, 3)
     if "export" not in record or not (s.export / "openvino_model.xml").is_file():
-        print(f"{s.name}: optimum-cli export openvino --weight-format int8 ...", flush=True)
-        record["export"] = optimum_export(s.hf, s.export, anchor_env)
+        print(f"{s.name}: optimum-cli export openvino {' '.join(s.export_options)} ...", flush=True)
+        record["export"] = optimum_export(s.hf, s.export, anchor_env, s.export_options)
     write_json(record_path, record)
     steps = step_logs(s.build)
     return {
@@ -193,6 +246,15 @@ def build_figures(s: Subject, out: Path, anchor_env: dict, args) -> dict:
         "steps": steps,
         "optimum_export": record["export"],
     }
+
+
+def bring_up_to_date(s: Subject, anchor_env: dict, args):
+    """Build with NITRO and export with optimum-cli, untimed: what the speed rounds of a weight format need."""
+    print(f"{s.name}: NITRO build (snakemake) ...", flush=True)
+    snakemake_build(s, args.out, args)
+    if not (s.export / "openvino_model.xml").is_file():
+        print(f"{s.name}: optimum-cli export openvino {' '.join(s.export_options)} ...", flush=True)
+        optimum_export(s.hf, s.export, anchor_env, s.export_options)
 
 
 def snakemake_build(s: Subject, out: Path, args, *options: str) -> float:
@@ -208,13 +270,13 @@ def step_logs(build: Path) -> list[dict]:
     return [{k: st[k] for k in ("step", "chunk", "wall_s", "peak_rss_mb")} for st in manifest["steps"] + [assemble_log]]
 
 
-def optimum_export(hf: Path, dest: Path, env: dict) -> dict:
-    """`optimum-cli export openvino --weight-format int8`: its wall time and peak RSS."""
+def optimum_export(hf: Path, dest: Path, env: dict, options=WEIGHTS["int8"][1]) -> dict:
+    """`optimum-cli export openvino` with the weight format's `options`: its wall time and peak RSS."""
     log = dest.parent / f"{dest.name}.export.log"
     dest.parent.mkdir(parents=True, exist_ok=True)
     with atomic_dir(dest) as scratch:
         cmd = [sys.executable, "-m", "optimum.commands.optimum_cli", "export", "openvino", "--model", str(hf),
-               "--task", "text-generation-with-past", "--weight-format", "int8", str(scratch)]
+               "--task", "text-generation-with-past", *options, str(scratch)]
         figures = watch(cmd, env, log)
         if figures["returncode"]:
             raise RuntimeError(f"optimum-cli export of {hf} failed ({figures['returncode']}); see {log}")
@@ -243,18 +305,18 @@ def watch(cmd: list[str], env: dict, log: Path, limit_mb: float | None = None) -
             "returncode": proc.returncode, "killed": killed}
 
 
-def speed(s: Subject, out: Path, anchor_env: dict, args) -> dict:
+def speed(s: Subject, out: Path, anchor_env: dict, args, prompt_len: int) -> dict:
     """Each tool in a fresh process per round (1 warm-up + 1 measured run), rounds interleaved in rotating
     order so drifting load hits every tool alike; then the median of the rounds, and ratios to GenAI."""
-    runs = out / "runs" / s.name
+    runs = out / "runs" / s.name / str(prompt_len)
     runs.mkdir(parents=True, exist_ok=True)
     vocab = json.loads((s.hf / "config.json").read_text())["vocab_size"]
     prompt = runs / "prompt.json"
-    prompt.write_text(json.dumps(random_prompt(vocab, args.prompt_len)))
+    prompt.write_text(json.dumps(random_prompt(vocab, prompt_len)))
     rounds = {tool: [] for tool in TOOLS}
     for r in range(args.runs):
         for tool in TOOLS[r % 3:] + TOOLS[:r % 3]:
-            print(f"{s.name}: round {r + 1}/{args.runs}: {LABELS[tool]} ...", flush=True)
+            print(f"{s.name}, {prompt_len}-token prompt: round {r + 1}/{args.runs}: {LABELS[tool]} ...", flush=True)
             rounds[tool].append(run_worker(tool, s, runs / f"{tool}-{r}.json", prompt, anchor_env, args))
     figures = {}
     for tool, results in rounds.items():
@@ -285,6 +347,7 @@ def run_worker(tool: str, s: Subject, result: Path, prompt: Path, anchor_env: di
     else:
         cmd = [sys.executable, str(REPO / "benchmarks/anchors.py"), tool, str(s.export)]
         env = anchor_env if tool == "optimum" else worker_environment()
+        cmd += ["--property", f"DYNAMIC_QUANTIZATION_GROUP_SIZE={args.dynamic_quantization}"]  # NITRO's, by recipe
     cmd += ["--prompt-ids", str(prompt), "--new-tokens", str(args.new_tokens), "--runs", "1", "--warmup", "1",
             "--json", str(result)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -325,12 +388,13 @@ def rebuild_after_change(s: Subject, out: Path, args) -> dict:
     """Time the rebuild after one chunk's compression changes, list the steps it reran, then change it back.
     The build is brought up to date first, so a code edit made meanwhile is not counted in the rebuild."""
     changed = copy.deepcopy(s.recipe)
-    mode = OTHER_INT8_MODE[changed["compression"]["mode"]]
+    chunks = json.loads((s.build / "manifest.json").read_text())["chunks"]
+    mode = OTHER_INT8_MODE[next(c["compression"]["mode"] for c in chunks if c["name"] == CHANGED_CHUNK)]
     changed["compression"] = {**changed["compression"], "chunks": {CHANGED_CHUNK: {"mode": mode}}}
     print(f"{s.name}: rebuild after recompressing {CHANGED_CHUNK} as {mode} ...", flush=True)
     snakemake_build(s, out, args)
     before = log_times(s.build)
-    wall = snakemake_build(Subject(s.name, changed, s.hf, s.build, s.export), out, args)
+    wall = snakemake_build(dataclasses.replace(s, recipe=changed), out, args)
     rerun = sorted(step for step, t in log_times(s.build).items() if before[step] != t)
     revert = snakemake_build(s, out, args)
     return {"change": f"{CHANGED_CHUNK} -> {mode}", "wall_s": round(wall, 3), "rerun_steps": rerun,
@@ -365,41 +429,46 @@ def machine(bandwidth_gbs: float, overlay: Path) -> dict:
 
 def print_report(report: dict) -> None:
     m, st = report["machine"], report["settings"]
+    quantization = st["dynamic_quantization_group_size"]
     print(f"\n{m['cpu']}, {m['cores']} cores, CPU precision {m['cpu_inference_precision']}, "
-          f"memory read {m['memory_read_gbs']} GB/s; {st['prompt_tokens']} prompt + {st['new_tokens']} new tokens "
-          f"(greedy, EOS ignored), median of {st['runs']} interleaved rounds; ×G = ratio to OpenVINO GenAI")
-    head = (f"{'model':<14}{'tool':<16}{'TTFT ms':>9}{'×G':>6}{'tok/s':>8}{'×G':>6}{'ms/tok':>8}{'load s':>8}"
-            f"{'×G':>6}{'RSS MB':>8}{'×G':>6}{'ceiling':>9}{'same ids':>9}")
+          f"memory read {m['memory_read_gbs']} GB/s; {st['new_tokens']} new tokens after the prompt (greedy, EOS "
+          f"ignored), median of {st['runs']} interleaved rounds; activations' dynamic quantization "
+          f"{f'in groups of {quantization}' if quantization else 'off'} in every tool; ×G = ratio to OpenVINO GenAI")
+    head = (f"{'model':<14}{'weights':<8}{'prompt':>7} {'tool':<16}{'TTFT ms':>9}{'×G':>6}{'tok/s':>8}{'×G':>6}"
+            f"{'ms/tok':>8}{'load s':>8}{'×G':>6}{'RSS MB':>8}{'×G':>6}{'ceiling':>9}{'same ids':>9}")
     print(head)
     print("-" * len(head))
-    for name, model in report["models"].items():
+    for case in report["cases"]:
         for tool in TOOLS:  # in this order also when the report is read back from its JSON (sorted keys)
-            f = model["speed"][tool]
+            f = case["speed"][tool]
             r = f["vs_genai"]
-            share = model["ceiling"]["share_of_ceiling"][tool]
-            print(f"{name if tool == 'nitro' else '':<14}{LABELS[tool]:<16}{f['ttft_ms']:>9.1f}{r['ttft_ms']:>6.2f}"
+            share = case["ceiling"]["share_of_ceiling"][tool]
+            label = (f"{case['model']:<14}{case['weights']:<8}{case['prompt_tokens']:>7}" if tool == "nitro"
+                     else " " * 29)
+            print(f"{label} {LABELS[tool]:<16}{f['ttft_ms']:>9.1f}{r['ttft_ms']:>6.2f}"
                   f"{f['decode_tokens_per_s']:>8.1f}{r['decode_tokens_per_s']:>6.2f}{f['tpot_ms']:>8.2f}"
                   f"{f['load_s']:>8.2f}{r['load_s']:>6.2f}{f['peak_rss_mb']:>8.0f}{r['peak_rss_mb']:>6.2f}"
                   f"{share:>9.0%}{f['same_tokens_as_genai']:>9}")
-        c = model["ceiling"]
-        print(f"{'':<14}decode ceiling {c['decode_ceiling_tokens_per_s']} tok/s ({c['weight_mb_per_token']} MB of "
+        c = case["ceiling"]
+        print(f"{'':<30}decode ceiling {c['decode_ceiling_tokens_per_s']} tok/s ({c['weight_mb_per_token']} MB of "
               f"weights per token); NITRO also reads {c['nitro_kv_mb_per_token']} MB of KV cache per token "
               f"({c['nitro_kv_cache']})")
-    print("\nNITRO's targets (ratios to OpenVINO GenAI in this run)")
-    for name, model in report["models"].items():
-        r = model["speed"]["nitro"]["vs_genai"]
-        checks = [("decode ≥ 1.1×", r["decode_tokens_per_s"], r["decode_tokens_per_s"] >= 1.1),
-                  ("TTFT ≤ 0.9×", r["ttft_ms"], r["ttft_ms"] <= 0.9),
-                  ("peak RSS ≤ 1×", r["peak_rss_mb"], r["peak_rss_mb"] <= 1.0)]
-        print(f"  {name:<14}" + "   ".join(f"{label} {value:.2f} {'met' if ok else 'MISSED'}"
-                                           for label, value, ok in checks))
-        by_round = model["speed"]["nitro"]["vs_genai_by_round"]
-        print(f"  {'':<14}round by round: decode {spread(by_round['decode_tokens_per_s'])}, "
-              f"TTFT {spread(by_round['ttft_ms'])}")
-    print("\nBuild (NITRO: every Snakemake step's wall time and peak RSS from its log; optimum-cli export of the "
-          "same HF folder)")
-    for name, model in report["models"].items():
-        print_build(name, model["build"])
+    print(f"\nNITRO's ratios to OpenVINO GenAI in this run (targets at the {TARGET_PROMPT}-token prompt: decode ≥ 1.1×, "
+          "TTFT ≤ 0.9×, peak RSS ≤ 1×)")
+    for case in report["cases"]:
+        r = case["speed"]["nitro"]["vs_genai"]
+        checks = [("decode", r["decode_tokens_per_s"], r["decode_tokens_per_s"] >= 1.1),
+                  ("TTFT", r["ttft_ms"], r["ttft_ms"] <= 0.9), ("peak RSS", r["peak_rss_mb"], r["peak_rss_mb"] <= 1.0)]
+        verdict = case["prompt_tokens"] == TARGET_PROMPT
+        by_round = case["speed"]["nitro"]["vs_genai_by_round"]
+        print(f"  {case['model']:<14}{case['weights']:<6}{case['prompt_tokens']:>5}  " + "   ".join(
+            f"{label} {value:.2f}{(' met' if ok else ' MISSED') if verdict else ''}" for label, value, ok in checks)
+            + f"   (round by round: decode {spread(by_round['decode_tokens_per_s'])}, "
+              f"TTFT {spread(by_round['ttft_ms'])})")
+    print("\nBuild at INT8 (NITRO: every Snakemake step's wall time and peak RSS from its log; optimum-cli export of "
+          "the same HF folder)")
+    for name, build in report["builds"].items():
+        print_build(name, build)
 
 
 def spread(ratios: list[float]) -> str:
@@ -429,45 +498,48 @@ def print_build(name: str, b: dict) -> None:
 
 
 def chart(report: dict, path: Path) -> None:
-    """Grouped bars per model: decode speed (with the ceiling), TTFT, runtime peak RSS, load time, and the build's
-    peak RSS and time against optimum-cli export."""
+    """Grouped bars per case (model, weights, prompt): decode speed (with the ceiling), TTFT, runtime peak RSS,
+    load time; and per model the INT8 build's peak RSS and time against optimum-cli export."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    names = list(report["models"])
-    x = np.arange(len(names))
+    cases = report["cases"]
+    x = np.arange(len(cases))
     width = 0.27
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
-    panels = [("decode_tokens_per_s", "decode tokens/s (higher is better)"), ("ttft_ms", "TTFT ms"),
+    fig, axes = plt.subplots(2, 3, figsize=(max(15, 1.6 * len(cases)), 8))
+    panels = [("decode_tokens_per_s", "decode tokens/s (higher is better)"), ("ttft_ms", "TTFT ms (log scale)"),
               ("peak_rss_mb", "runtime peak RSS MB"), ("load_s", "load s")]
     for ax, (key, title) in zip(axes.flat, panels):
         for i, tool in enumerate(TOOLS):
-            ax.bar(x + (i - 1) * width, [report["models"][n]["speed"][tool][key] for n in names], width,
-                   label=LABELS[tool])
+            ax.bar(x + (i - 1) * width, [c["speed"][tool][key] for c in cases], width, label=LABELS[tool])
         ax.set_title(title)
-    ceilings = [report["models"][n]["ceiling"]["decode_ceiling_tokens_per_s"] for n in names]
-    axes[0, 0].scatter(x, ceilings, marker="_", s=2000, color="black", label="bandwidth ceiling")
-    builds = [report["models"][n]["build"] for n in names]
+        ax.set_xticks(x, [f"{c['model']}\n{c['weights']}, {c['prompt_tokens']}" for c in cases], fontsize=7)
+    axes[0, 1].set_yscale("log")
+    axes[0, 0].scatter(x, [c["ceiling"]["decode_ceiling_tokens_per_s"] for c in cases], marker="_", s=800,
+                       color="black", label="bandwidth ceiling")
+    names = list(report["builds"])
+    builds = [report["builds"][n] for n in names]
+    xb = np.arange(len(names))
     for ax, title, nitro, export in [
-        (axes[1, 1], "build peak RSS MB", [b["nitro_peak_step_rss_mb"] for b in builds],
+        (axes[1, 1], "INT8 build peak RSS MB", [b["nitro_peak_step_rss_mb"] for b in builds],
          [b["optimum_export"]["peak_rss_mb"] for b in builds]),
-        (axes[1, 2], "build time s", [b["nitro_build_s"] for b in builds],
+        (axes[1, 2], "INT8 build time s", [b["nitro_build_s"] for b in builds],
          [b["optimum_export"]["wall_s"] for b in builds]),
     ]:
-        ax.bar(x - width / 2, nitro, width, label="NITRO (largest step / full build)")
-        ax.bar(x + width / 2, export, width, label="optimum-cli export", color="tab:green")
+        ax.bar(xb - width / 2, nitro, width, label="NITRO (largest step / full build)")
+        ax.bar(xb + width / 2, export, width, label="optimum-cli export", color="tab:green")
         ax.set_title(title)
-    axes[1, 2].scatter(x - width / 2, [b["rebuild"]["wall_s"] for b in builds], marker="_", s=800, color="black",
+        ax.set_xticks(xb, names)
+    axes[1, 2].scatter(xb - width / 2, [b["rebuild"]["wall_s"] for b in builds], marker="_", s=800, color="black",
                        label="one-chunk recompression rebuild")
     for ax in axes.flat:
-        ax.set_xticks(x, names)
         ax.legend(fontsize=7)
     m = report["machine"]
-    fig.suptitle(f"NITRO vs OpenVINO GenAI and optimum-intel, INT8 weights, {m['cpu']} ({m['cores']} cores), "
-                 f"{report['settings']['prompt_tokens']}+{report['settings']['new_tokens']} tokens")
+    fig.suptitle(f"NITRO vs OpenVINO GenAI and optimum-intel, {m['cpu']} ({m['cores']} cores), "
+                 f"prompt + {report['settings']['new_tokens']} new tokens")
     fig.tight_layout()
     partial = path.with_suffix(".partial.png")
     fig.savefig(partial, dpi=100)

@@ -1,6 +1,7 @@
 """Prompt-lookup decoding, NITRO's against OpenVINO GenAI's, on SmolLM2 with prompts whose answers reuse their text.
 
     python benchmarks/prompt_lookup.py [--draft 4] [--new-tokens 64] [--rounds 3] [--precision f32]
+                                       [--dynamic-quantization 32]
 
 Builds SmolLM2 with the default recipe (INT8) and exports it for GenAI with optimum-cli (INT8, as compare.py),
 then runs, for each prompt, greedy decoding without and with prompt lookup (up to --draft tokens drafted from
@@ -9,6 +10,9 @@ Prints the decode tok/s of every prompt and tool (median of the rounds), NITRO Ã
 tool's speedup from it, and whether each tool's prompt-lookup tokens equal its own greedy tokens. `--precision`
 sets both tools' INFERENCE_PRECISION_HINT (default: the CPU's own, bf16 where it has AVX-512 bf16, where a call
 over several tokens rounds otherwise than one over a single token, and near-ties may swap).
+`--dynamic-quantization` sets both tools' DYNAMIC_QUANTIZATION_GROUP_SIZE: 0 (the default) is NITRO's own CPU
+setting, activations left unquantized; GenAI keeps the CPU plugin's default unless told, which on CPUs with VNNI
+quantizes them to 8 bits in groups of 32, so the two would otherwise not run the same computation there.
 """
 from __future__ import annotations
 
@@ -54,12 +58,14 @@ def parse_args(argv):
     parser.add_argument("--rounds", type=int, default=3, help="rounds, each tool once a round (default 3)")
     parser.add_argument("--precision", choices=("default", "f32", "bf16"), default="default",
                         help="both tools' inference precision (default: the CPU plugin's own)")
+    parser.add_argument("--dynamic-quantization", type=int, default=0, metavar="GROUP",
+                        help="both tools' DYNAMIC_QUANTIZATION_GROUP_SIZE (default 0: off, NITRO's CPU default)")
     parser.add_argument("--worker", nargs=3, metavar=("TOOL", "FOLDER", "PROMPTS"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
-def nitro_generator(folder: Path, new_tokens: int, precision: str):
-    """NITRO's runtime on its build (whose recipe set the precision)."""
+def nitro_generator(folder: Path, new_tokens: int, properties: dict):
+    """NITRO's runtime on its build (whose recipe set the same properties as GenAI's)."""
     from nitro.runtime import Model
     from nitro.runtime.generate import Generator
     from nitro.runtime.sampling import SamplingParams
@@ -73,12 +79,11 @@ def nitro_generator(folder: Path, new_tokens: int, precision: str):
     return generate
 
 
-def genai_generator(folder: Path, new_tokens: int, precision: str):
+def genai_generator(folder: Path, new_tokens: int, properties: dict):
     import numpy as np
     import openvino as ov
     import openvino_genai as ov_genai
 
-    properties = {} if precision == "default" else {"INFERENCE_PRECISION_HINT": precision}
     pipes = {False: ov_genai.LLMPipeline(str(folder), "CPU", **properties),
              True: ov_genai.LLMPipeline(str(folder), "CPU", prompt_lookup=True, **properties)}
 
@@ -99,7 +104,7 @@ def worker(tool: str, folder: Path, prompts_path: Path) -> dict:
     """One tool over every prompt, greedy then with prompt lookup, after a warm-up run of each."""
     request = json.loads(prompts_path.read_text())
     generate = {"nitro": nitro_generator, "genai": genai_generator}[tool](folder, request["new_tokens"],
-                                                                         request["precision"])
+                                                                         request["properties"])
     for draft in (0, request["draft"]):
         generate(request["prompts"][0], draft)
     results = []
@@ -125,15 +130,18 @@ def main(argv=None) -> int:
         print(json.dumps(worker(tool, Path(folder), Path(prompts))))
         return 0
     out = args.out.resolve()
-    s = prepare(MODEL, out)
+    s = prepare(MODEL, out, "int8", args.dynamic_quantization)  # its recipe sets the dynamic quantization
     print(f"{MODEL}: NITRO build (snakemake) ...", flush=True)
     snakemake(out / "work", {"models": {s.name: {**s.recipe, "inference_precision": args.precision}}})
+    genai_properties = dict(s.recipe["device_properties"])
+    if args.precision != "default":
+        genai_properties["INFERENCE_PRECISION_HINT"] = args.precision
     if not (s.export / "openvino_model.xml").is_file():
         print(f"{MODEL}: optimum-cli export openvino --weight-format int8 ...", flush=True)
         optimum_export(s.hf, s.export, optimum_environment(out))
     prompts = out / "prompts.json"
     prompts.write_text(json.dumps({"prompts": chat_prompts(s.build), "draft": args.draft,
-                                   "new_tokens": args.new_tokens, "precision": args.precision}))
+                                   "new_tokens": args.new_tokens, "properties": genai_properties}))
     folders = {"nitro": s.build, "genai": s.export}
     rounds = {tool: [] for tool in folders}
     for r in range(args.rounds):
@@ -151,8 +159,9 @@ def main(argv=None) -> int:
 def print_table(rounds: dict, args) -> None:
     median = {tool: [{key: statistics.median(run[i][key] for run in runs) for key in ("plain_tok_s", "lookup_tok_s")}
                      for i in range(len(TASKS))] for tool, runs in rounds.items()}
-    print(f"\n{MODEL}, INT8 weights, {args.precision} precision, {args.new_tokens} new tokens, up to {args.draft} "
-          f"drafted a call; decode tok/s, median of {args.rounds} rounds")
+    print(f"\n{MODEL}, INT8 weights, {args.precision} precision, dynamic quantization group "
+          f"{args.dynamic_quantization or 'off'}, {args.new_tokens} new tokens, {args.draft} drafted a call; "
+          f"decode tok/s, median of {args.rounds} rounds")
     print(f"{'prompt':52} {'NITRO':>7} {'+lookup':>8} {'GenAI':>7} {'+lookup':>8} {'lookup NÃ·G':>11}  "
           "lookup = greedy (N/G)")
     ratios = []
