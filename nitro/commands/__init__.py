@@ -35,9 +35,9 @@ def add_sampling_arguments(parser, max_new_tokens: int):
     parser.add_argument("--stop", action="append", default=[], metavar="TEXT",
                         help="stop when this text is generated (repeatable); it is not printed")
     parser.add_argument("--prompt-lookup", type=int, default=0, metavar="N",
-                        help="greedy only: guess up to N next tokens from where the last ones occur earlier in the "
-                             "text and check them in one call; the same text, faster when the answer repeats its "
-                             "prompt (0: off)")
+                        help="greedy only: guess N next tokens from where the last ones occur earlier in the text "
+                             "and check them in one call; the same text, faster when the answer repeats its prompt "
+                             "(0: off)")
 
 
 def sampling_params(args):

@@ -22,7 +22,7 @@ class SamplingParams:
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
     ignore_eos: bool = False
-    prompt_lookup: int = 0  # draft up to this many tokens from the text so far (see generate.draft); 0: off
+    prompt_lookup: int = 0  # draft this many tokens a call from the text so far (see generate.draft); 0: off
 
     def __post_init__(self):
         """The one check of every sampling value, for the commands, the Python API and the server alike (the
