@@ -28,6 +28,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's nitro, as the workers and the rules use
 from nitro.artifacts import atomic_dir, log_file, peak_rss_mb, write_json  # noqa: E402
+from nitro.build.recipe import input_channels, largest_group  # noqa: E402
+from nitro.models import spec_for  # noqa: E402
 from nitro.runtime.bench import random_prompt, summarize  # noqa: E402
 from nitro.runtime.model import cache_capacity  # noqa: E402
 from nitro.testing import REAL_SHAPES, make_checkpoint, snakemake  # noqa: E402
@@ -39,14 +41,7 @@ MODELS = {"smollm2-135m": None, "qwen2.5-0.5b": "qwen2", "llama-3.2-1b": "llama"
 RECIPE_CHANGES = {"llama-3.2-1b": {"chunk_size": 4}}
 TARGET_PROMPT = 128  # the prompt length issue 17's decode and TTFT targets are set at
 MAX_SEQ_LEN = 4096  # every build's and export's context here, so that the long prompt fits with its new tokens
-# Weight formats every tool runs: NITRO's compression recipe and optimum-cli's options for its export (GenAI and
-# optimum-intel run that export). INT4 is symmetric in groups (`{group}`: 128, or 64 where 128 does not divide
-# every layer's input channels), embedding and head at 8 bits in both (optimum-cli's default for them).
-WEIGHTS = {
-    "int8": ({}, ["--weight-format", "int8"]),
-    "int4": ({"chunks": {"decoders": {"mode": "INT4_SYM", "group_size": "{group}"}}},
-             ["--weight-format", "int4", "--sym", "--group-size", "{group}", "--ratio", "1.0"]),
-}
+WEIGHTS = ("int8", "int4")  # the weight formats every tool runs (weight_format)
 MEMORY_TARGET_MODEL = "llama-3.2-1b"  # every build step's peak ≤ 0.35 × optimum-cli export's, at this shape
 TOOLS = ("nitro", "genai", "optimum")
 LABELS = {"nitro": "NITRO", "genai": "OpenVINO GenAI", "optimum": "optimum-intel"}
@@ -67,7 +62,7 @@ class Subject:
     build: Path
     export: Path
     model: str  # the benchmark's model name (MODELS)
-    weights: str  # a WEIGHTS key
+    weights: str  # one of WEIGHTS
     export_options: tuple  # optimum-cli's weight options for the anchors' export
 
 
@@ -195,23 +190,24 @@ def prepare(name: str, out: Path, weights: str = "int8", dynamic_quantization: i
     build_name = name if weights == "int8" else f"{name}-{weights}"
     if weights != "int8" and family is None:
         recipe["source"] = str(hf)
-    compression, options = WEIGHTS[weights]
-    if "{group}" in json.dumps(WEIGHTS[weights]):  # read now: SmolLM2's source exists once its INT8 build does
-        compression, options = (json.loads(json.dumps(part).replace('"{group}"', str(group_size(hf))))
-                                for part in WEIGHTS[weights])
+    compression, options = weight_format(weights, hf)
     recipe.update(max_seq_len=MAX_SEQ_LEN, compression={**recipe["compression"], **compression},
                   device_properties={"DYNAMIC_QUANTIZATION_GROUP_SIZE": str(dynamic_quantization)})
     return Subject(build_name, recipe, hf, work / "results" / build_name, out / "anchors" / build_name, name,
-                   weights, tuple(map(str, options)))
+                   weights, tuple(options))
 
 
-def group_size(hf: Path) -> int:
-    """128, or 64 where 128 does not divide every layer's input channels (SmolLM2's 576)."""
-    config = json.loads((hf / "config.json").read_text())
-    heads = config["num_attention_heads"]
-    widths = [config["hidden_size"], config["intermediate_size"],
-              heads * config.get("head_dim", config["hidden_size"] // heads)]
-    return 128 if all(w % 128 == 0 for w in widths) else 64
+def weight_format(weights: str, hf: Path) -> tuple[dict, list[str]]:
+    """NITRO's compression recipe and optimum-cli's options for its export (which GenAI and optimum-intel run) at a
+    weight format. INT4 is symmetric in the group NITRO's NPU default takes (the largest of at most 128 dividing
+    every decoder layer's input channels: 64 for SmolLM2), embedding and head at 8 bits in both (optimum-cli's
+    default for them). The checkpoint's config is read only for INT4: SmolLM2's exists once its INT8 build does."""
+    if weights == "int8":
+        return {}, ["--weight-format", "int8"]
+    spec = spec_for(json.loads((hf / "config.json").read_text()))
+    group = largest_group(input_channels(spec, "decoder").values())
+    return ({"chunks": {"decoders": {"mode": "INT4_SYM", "group_size": group}}},
+            ["--weight-format", "int4", "--sym", "--group-size", str(group), "--ratio", "1.0"])
 
 
 def random_checkpoint(dest: Path, family: str, shape: dict):
@@ -270,7 +266,7 @@ def step_logs(build: Path) -> list[dict]:
     return [{k: st[k] for k in ("step", "chunk", "wall_s", "peak_rss_mb")} for st in manifest["steps"] + [assemble_log]]
 
 
-def optimum_export(hf: Path, dest: Path, env: dict, options=WEIGHTS["int8"][1]) -> dict:
+def optimum_export(hf: Path, dest: Path, env: dict, options) -> dict:
     """`optimum-cli export openvino` with the weight format's `options`: its wall time and peak RSS."""
     log = dest.parent / f"{dest.name}.export.log"
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -347,7 +343,8 @@ def run_worker(tool: str, s: Subject, result: Path, prompt: Path, anchor_env: di
     else:
         cmd = [sys.executable, str(REPO / "benchmarks/anchors.py"), tool, str(s.export)]
         env = anchor_env if tool == "optimum" else worker_environment()
-        cmd += ["--property", f"DYNAMIC_QUANTIZATION_GROUP_SIZE={args.dynamic_quantization}"]  # NITRO's, by recipe
+        for key, value in s.recipe["device_properties"].items():  # what NITRO's recipe sets, the same for both
+            cmd += ["--property", f"{key}={value}"]
     cmd += ["--prompt-ids", str(prompt), "--new-tokens", str(args.new_tokens), "--runs", "1", "--warmup", "1",
             "--json", str(result)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -453,8 +450,8 @@ def print_report(report: dict) -> None:
         print(f"{'':<30}decode ceiling {c['decode_ceiling_tokens_per_s']} tok/s ({c['weight_mb_per_token']} MB of "
               f"weights per token); NITRO also reads {c['nitro_kv_mb_per_token']} MB of KV cache per token "
               f"({c['nitro_kv_cache']})")
-    print(f"\nNITRO's ratios to OpenVINO GenAI in this run (targets at the {TARGET_PROMPT}-token prompt: decode ≥ 1.1×, "
-          "TTFT ≤ 0.9×, peak RSS ≤ 1×)")
+    print(f"\nNITRO's ratios to OpenVINO GenAI in this run (targets at the {TARGET_PROMPT}-token prompt: "
+          "decode ≥ 1.1×, TTFT ≤ 0.9×, peak RSS ≤ 1×)")
     for case in report["cases"]:
         r = case["speed"]["nitro"]["vs_genai"]
         checks = [("decode", r["decode_tokens_per_s"], r["decode_tokens_per_s"] >= 1.1),

@@ -138,7 +138,7 @@ def main(argv=None) -> int:
         genai_properties["INFERENCE_PRECISION_HINT"] = args.precision
     if not (s.export / "openvino_model.xml").is_file():
         print(f"{MODEL}: optimum-cli export openvino --weight-format int8 ...", flush=True)
-        optimum_export(s.hf, s.export, optimum_environment(out))
+        optimum_export(s.hf, s.export, optimum_environment(out), s.export_options)
     prompts = out / "prompts.json"
     prompts.write_text(json.dumps({"prompts": chat_prompts(s.build), "draft": args.draft,
                                    "new_tokens": args.new_tokens, "properties": genai_properties}))

@@ -67,6 +67,22 @@ def chunk_plan(num_layers: int, chunk_size: int) -> list[Chunk]:
     return [Chunk("embed", "embed"), *decoders, Chunk("head", "head")]
 
 
+def input_channels(spec: ModelSpec, kind: str) -> dict[str, int]:
+    """The input channels of a chunk's weight matrices (by what they are), along which NNCF forms its groups."""
+    hidden = {"hidden size": spec.hidden_size}
+    if kind != "decoder":
+        return hidden
+    return {**hidden, "attention output (heads x head_dim)": spec.num_heads * spec.head_dim,
+            "MLP intermediate size": spec.intermediate_size}
+
+
+def largest_group(channels) -> int:
+    """The largest group of at most NNCF's default size that divides all these input channels; -1 (per channel)
+    where none does."""
+    groups = [g for g in GROUP_SIZES if g <= NNCF_GROUP_SIZE and all(n % g == 0 for n in channels)]
+    return groups[-1] if groups else -1
+
+
 def chunk_params(spec: ModelSpec, chunk: Chunk) -> int:
     if chunk.kind == "decoder":
         return chunk.num_layers * spec.layer_params()
@@ -269,9 +285,7 @@ class Recipe:
             return {"mode": "INT8_SYM"}
         if sum(chunk_params(self.spec, c) for c in self.chunks) >= NPU_CHANNEL_WISE_PARAMS:
             return {"mode": "INT4_SYM", "group_size": -1}
-        channels = self._input_channels(chunk).values()
-        groups = [g for g in GROUP_SIZES if g <= NNCF_GROUP_SIZE and all(n % g == 0 for n in channels)]
-        return {"mode": "INT4_SYM", "group_size": groups[-1] if groups else -1}
+        return {"mode": "INT4_SYM", "group_size": largest_group(input_channels(self.spec, chunk.kind).values())}
 
     def _compression_blocks(self, name: str) -> list[tuple[str, dict]]:
         """The recipe's compression settings that apply to a chunk, as (where, settings), later ones winning."""
@@ -305,7 +319,7 @@ class Recipe:
             group = settings.get("group_size", -1)
             if group == -1:
                 continue
-            channels = self._input_channels(chunk)
+            channels = input_channels(self.spec, chunk.kind)
             bad = {what: n for what, n in channels.items() if n % group}
             if bad:
                 what, n = next(iter(bad.items()))
@@ -316,15 +330,6 @@ class Recipe:
                     f"models.{self.name}.compression: group_size {group}{given} does not divide chunk "
                     f"{chunk.name}'s {what} of {n} channels; valid group sizes for it: "
                     f"{', '.join(map(str, valid + [-1]))} (-1: per channel)")
-
-    def _input_channels(self, chunk: Chunk) -> dict[str, int]:
-        """The input channels of the chunk's weight matrices, along which NNCF forms its groups."""
-        spec = self.spec
-        hidden = {"hidden size": spec.hidden_size}
-        if chunk.kind != "decoder":
-            return hidden
-        return {**hidden, "attention output (heads x head_dim)": spec.num_heads * spec.head_dim,
-                "MLP intermediate size": spec.intermediate_size}
 
     def device_params(self) -> dict:
         """Device name and the OpenVINO properties every compile of this model uses."""
