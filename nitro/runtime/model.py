@@ -6,8 +6,8 @@ The KV cache is one numpy buffer per decoder chunk, [2*layers,KV,capacity,hd] (l
 at 2j+1), laid out as the chunk's `kv` output so that each call's new rows are placed with one copy; every
 graph's past inputs are bound to its slices. Static graphs (NPU) read all `max_seq_len` slots, so their cache
 has that many from the start; dynamic graphs (CPU, GPU) read only the slots allocated so far, so their cache
-starts small and grows with the sequence (cache_capacity); a sequence's first call, with nothing cached, is given one
-masked slot instead. The other inputs (ids, positions, the hidden state each chunk's
+starts small and grows with the sequence (cache_capacity); a sequence's first call, with nothing cached, is given
+one masked slot instead. The other inputs (ids, positions, the hidden state each chunk's
 output is copied into for the next) are numpy buffers too, bound when their length changes: a static graph's
 once, a dynamic graph's when a call brings another number of tokens than the last. Outputs are read after each
 call, never bound: not every device plugin writes into a caller's output tensor (the NPU's NPUW path does not).
@@ -66,11 +66,12 @@ def cache_capacity(length: int, max_seq_len: int, dynamic: bool, current: int = 
     over 2048 slots, 16.2 ms over 1280.)"""
     if not dynamic:
         return max_seq_len
-    capacity = 16
-    while capacity < min(length, CACHE_STEP):
-        capacity *= 2
     if length > CACHE_STEP:
         capacity = -(-length // CACHE_STEP) * CACHE_STEP
+    else:
+        capacity = 16
+        while capacity < length:
+            capacity *= 2
     return min(max(capacity, current), max_seq_len)
 
 
