@@ -120,7 +120,9 @@ def test_tiny_default_precision_logits_close_to_transformers(family, tiny_builds
 def test_vocabulary_in_blocks_matches_transformers(family, tiny_builds, tiny_sources, tmp_path, monkeypatch):
     """Large vocabularies are exported as several blocks of rows (VocabTable); with blocks made small enough to
     split the tiny vocabulary in four, the embedding and head graphs still compute transformers' values."""
+    from nitro.build.evaluate import log_probs
     from nitro.build.export import export_chunk
+    from nitro.build.reference import reference_output
     from nitro.models.llama import VocabTable
 
     hf = hf_model(tiny_sources[family])
@@ -146,6 +148,8 @@ def test_vocabulary_in_blocks_matches_transformers(family, tiny_builds, tiny_sou
         logits = (logits if cap is None else torch.tanh(logits / cap) * cap).numpy()
     assert np.array_equal(graphs["embed"](ids)[0], expected)
     assert relative_error(graphs["head"](x.numpy())[0], logits) <= 1e-5
+    # the build's reference runs such a head one block at a time
+    assert np.abs(reference_output(tmp_path / "head", x.numpy()) - log_probs(logits)).max() < 1e-5
 
 
 def test_smollm2_fp32_greedy_matches_transformers(smollm2_builds):

@@ -378,8 +378,10 @@ class Recipe:
             return math.ceil(BASE_MB + 3.0 * compressed_mb + 4.0 * f32_mb(self._heldout_logits()))
         factor = {"export": 4.0, "reference": 3.0, "activations": 3.0, "compress": 3.0, "compile": 3.0}[step]
         held = 0
-        if step == "reference" and name == "head":  # its log-probabilities, row by row, then stacked
-            held = 3.0 * f32_mb(self._heldout_logits())
+        if step == "reference" and name == "head":
+            # the stored table and a float32 copy of one block of it at a time (at most all of it), and the
+            # log-probabilities, computed in place
+            factor, held = 2.0, 1.5 * f32_mb(self._heldout_logits())
         elif step == "activations" or step == "compress" and self.data_aware(name):
             # the calibration activations entering the chunk and leaving it, and NNCF's statistics of its matmuls'
             # inputs; GPTQ keeps every sample's input of the widest matmul (measured on SmolLM2: 5.8 such arrays)

@@ -19,6 +19,8 @@ from ..artifacts import DECODE, DYNAMIC, KV, META, POSITION_IDS, PREFILL, is_pas
 from .evaluate import log_probs
 from .graphs import graph_of
 
+F32 = {"INFERENCE_PRECISION_HINT": "f32"}  # the reference computes in float32 on any CPU
+
 
 def run(args):
     """--input is the chunk's export folder, --activations what the chunk before it gave (the token ids for
@@ -36,13 +38,42 @@ def reference_output(exported: Path, samples: np.ndarray) -> np.ndarray:
     variant = DECODE if chunk["kind"] == "head" else PREFILL if PREFILL in variants else DYNAMIC
     core = ov.Core()
     graph = graph_of(core.read_model(exported / meta["xml"]), variant)
-    request = core.compile_model(graph, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
+    if chunk["kind"] == "head":
+        return _head_log_probs(core, graph, samples)
+    request = core.compile_model(graph, "CPU", F32).create_infer_request()
     return np.stack([_sequence_output(request, chunk, x) for x in samples])
 
 
+def _head_log_probs(core, graph, samples: np.ndarray) -> np.ndarray:
+    """The head's log-probabilities [N,T,V] for hidden states [N,T,D], one block of the vocabulary table at a time
+    (nitro.models VocabTable) where the head's output is the blocks' logits joined: each block is compiled on its
+    own, with the norm before it, so the step holds one block's float32 weights, not the whole table's (the
+    Llama-3.2-1B shape's head: 2345 MB peak compiled whole, 1450 MB a block at a time). A head that transforms
+    the joined logits (Gemma 2's soft cap) is compiled whole."""
+    import openvino as ov
+
+    logits = graph.output(0).get_node().input_value(0)
+    joined = logits.get_node()
+    blocks = ([joined.input_value(i) for i in range(joined.get_input_size())]
+              if joined.get_type_name() == "Concat" else [logits])
+    out = np.empty((*samples.shape[:2], graph.output(0).get_partial_shape()[-1].get_length()), np.float32)
+    first = 0
+    for block in blocks:
+        request = core.compile_model(ov.Model([ov.opset16.result(block)], graph.get_parameters()), "CPU",
+                                     F32).create_infer_request()
+        width = block.get_partial_shape()[-1].get_length()
+        for n, x in enumerate(samples):
+            for t, row in enumerate(x):
+                out[n, t, first:first + width] = _infer(request, {0: row[None, None]})[0, 0]
+        first += width
+        del request
+    for rows in out:
+        for row in rows:
+            row[...] = log_probs(row)
+    return out
+
+
 def _sequence_output(request, chunk: dict, x: np.ndarray) -> np.ndarray:
-    if chunk["kind"] == "head":
-        return np.stack([log_probs(_infer(request, {0: row[None, None]})[0, 0]).astype(np.float32) for row in x])
     if chunk["kind"] == "embed":
         return np.concatenate([_infer(request, {0: block[None]})[0, :n] for block, n, _ in _calls(request, x)])
     return _run_decoder(request, chunk, x.astype(np.float32))
