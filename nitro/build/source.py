@@ -2,6 +2,7 @@
 plus an index of which tensor lives in which safetensors file, so each export reads only its own tensors."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -65,11 +66,36 @@ def _from_gguf(path: Path, dest: Path) -> None:
     transformers' GGUF loader does (its config, tokenizer, tensor names and per-architecture processing), so the
     step holds at most a shard and one tensor: the loader itself holds the whole model in float32 (32 GB for an
     8B model). The file is read through a memory map whose pages are dropped after each tensor."""
+    with _parsed_once(path) as reader:
+        _convert_gguf(path, reader, dest)
+
+
+@contextlib.contextmanager
+def _parsed_once(path: Path):
+    """The GGUF file parsed once for the block: transformers' config, checkpoint and tokenizer loaders each parse it
+    anew with gguf's GGUFReader (about 4 s apiece for SmolLM2's 49k-token vocabulary, most of the step), so within
+    the block they are handed the reader made here."""
+    import gguf
+
+    make, path = gguf.GGUFReader, path.resolve()
+    reader = make(path)
+
+    def shared(file, *args, **kwargs):
+        return reader if Path(file).resolve() == path and not args and not kwargs else make(file, *args, **kwargs)
+
+    gguf.GGUFReader = shared
+    try:
+        yield reader
+    finally:
+        gguf.GGUFReader = make
+
+
+def _convert_gguf(path: Path, reader, dest: Path) -> None:
     import mmap
 
     import numpy as np
     import torch
-    from gguf import GGUFReader, dequantize
+    from gguf import dequantize
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
     from transformers.modeling_gguf_pytorch_utils import (TENSOR_PROCESSORS, TensorProcessor,
                                                           get_gguf_hf_weights_map, load_gguf_checkpoint, read_field)
@@ -79,7 +105,6 @@ def _from_gguf(path: Path, dest: Path) -> None:
         model = AutoModelForCausalLM.from_config(config)
     wanted = set(model.state_dict()) - ({"lm_head.weight"} if config.tie_word_embeddings else set())
     parsed = load_gguf_checkpoint(str(path))  # the metadata only
-    reader = GGUFReader(path)
     architecture = read_field(reader, "general.architecture")[0]
     processor = TENSOR_PROCESSORS.get(architecture, TensorProcessor)(config=parsed["config"])
     hf_names = get_gguf_hf_weights_map(model, processor)
