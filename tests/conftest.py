@@ -52,14 +52,15 @@ def tiny_sources(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def tiny_builds(tmp_path_factory, tiny_sources) -> dict[str, Path]:
-    """Each tiny family built uncompressed: at f32 with the CPU's dynamic shapes and with an NPU's static ones,
-    at the CPU's default precision, and for an NPU (compiled by the NPU plugin's NPUW path onto the CPU); in one
-    Snakemake run."""
+    """Each tiny family built uncompressed: at f32 with the CPU's dynamic shapes, with a decode graph beside
+    them, and with an NPU's static ones, at the CPU's default precision, and for an NPU (compiled by the NPU
+    plugin's NPUW path onto the CPU); in one Snakemake run."""
     work = build_dir(tmp_path_factory, "tiny_builds")
     models = {}
     for family, source in tiny_sources.items():
         models[f"{family}_f32"] = tiny_recipe(source, inference_precision="f32")
         models[f"{family}_f32_static"] = tiny_recipe(source, inference_precision="f32", shapes="static")
+        models[f"{family}_f32_decode_graph"] = tiny_recipe(source, inference_precision="f32", decode_graph=True)
         models[f"{family}_default"] = tiny_recipe(source)
         models[f"{family}_npu"] = tiny_recipe(source, device="NPU", npuw_on_cpu=True)
     snakemake(work, {"models": models})
@@ -68,15 +69,16 @@ def tiny_builds(tmp_path_factory, tiny_sources) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def smollm2_builds(tmp_path_factory) -> dict[str, Path]:
-    """The real SmolLM2: the shipped default recipe (INT8), an uncompressed f32 build, an NPU build with the NPU
-    defaults (INT4_SYM decoders) checked through the NPU plugin's NPUW path on the CPU, a CPU build with the
-    NPU build's compression, and one with that compression learned from calibration data (AWQ and scale
-    estimation). The last four reuse the first's HF folder."""
+    """The real SmolLM2: the shipped default recipe (INT8), the same with a decode graph, an uncompressed f32
+    build, an NPU build with the NPU defaults (INT4_SYM decoders) checked through the NPU plugin's NPUW path on
+    the CPU, a CPU build with the NPU build's compression, and one with that compression learned from
+    calibration data (AWQ and scale estimation). All but the first reuse its HF folder."""
     work = build_dir(tmp_path_factory, "smollm2")
     default = yaml.safe_load((REPO / "config/config.yaml").read_text())["models"]["smollm2"]
     snakemake(work, {"models": {"smollm2": default}})
     hf_folder = work / "results/smollm2/source"
     snakemake(work, {"models": {
+        "smollm2_decode_graph": {**default, "source": str(hf_folder), "decode_graph": True},
         "smollm2_fp32": {**default, "source": str(hf_folder), "compression": {"mode": "none"},
                          "inference_precision": "f32"},
         "smollm2_npu": {**default, "source": str(hf_folder), "device": "NPU", "npuw_on_cpu": True},
@@ -87,7 +89,8 @@ def smollm2_builds(tmp_path_factory) -> dict[str, Path]:
                                                                        "awq": True, "scale_estimation": True}}}},
     }})
     return {name: work / "results" / name
-            for name in ("smollm2", "smollm2_fp32", "smollm2_npu", "smollm2_int4", "smollm2_int4_aware")}
+            for name in ("smollm2", "smollm2_decode_graph", "smollm2_fp32", "smollm2_npu", "smollm2_int4",
+                         "smollm2_int4_aware")}
 
 
 def nitro(*args) -> subprocess.CompletedProcess:

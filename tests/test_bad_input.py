@@ -149,9 +149,16 @@ def test_per_channel_group_size_and_an_inherited_one_are_accepted(tmp_path, tiny
     assert "compress_chunk" in result.stdout
 
 
+def test_a_decode_graph_for_static_shapes_fails_before_any_job(tmp_path, tiny_sources):
+    recipe = tiny_recipe(tiny_sources["llama"], device="NPU", npuw_on_cpu=True, decode_graph=True)
+    assert workflow_error(tmp_path, recipe) == (
+        "bad recipe for model 'bad': models.bad.decode_graph applies to dynamic shapes: a static build has a "
+        "decode graph already (shapes = auto with device NPU)")
+
+
 def test_a_misspelled_key_names_the_allowed_keys_in_one_line(tmp_path, tiny_sources):
     recipe = {**tiny_recipe(tiny_sources["llama"]), "chunk_sise": 3}
     assert workflow_error(tmp_path, recipe) == (
         "recipe.models.bad: unknown key 'chunk_sise'; allowed keys: calibration, chunk_size, compression, "
-        "device, device_properties, evaluate, inference_precision, kv_cache_precision, max_seq_len, npuw_on_cpu, "
-        "prefill_len, shapes, source")
+        "decode_graph, device, device_properties, evaluate, inference_precision, kv_cache_precision, max_seq_len, "
+        "npuw_on_cpu, prefill_len, shapes, source")

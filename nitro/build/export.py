@@ -4,8 +4,9 @@ saved as one model whose variants share their weights (nitro/build/graphs.py).
 With static shapes (what an NPU needs): `prefill` takes `prefill_len` tokens at once, `decode` one token, and
 decoder chunks read a KV cache of `max_seq_len` slots. With dynamic shapes (CPU, GPU): one `dynamic` graph takes
 any number of tokens and cache slots, so the device holds each chunk's weights once and attention reads only the
-cache the runtime has allocated so far. The head exists only as `decode`: the runtime feeds it the one row whose
-logits it needs.
+cache the runtime has allocated so far; with the recipe's `decode_graph`, decoder chunks also have a `decode`
+graph of one token over any number of slots. The head exists only as `decode`: the runtime feeds it the one row
+whose logits it needs.
 """
 from __future__ import annotations
 
@@ -107,13 +108,13 @@ def export_chunk(source: Path, params: dict, out: Path) -> dict:
     module = _load_module(spec, chunk, source, params.get("f16_safe", False))
     graphs, variants = {}, {}
     for variant, sizes in params["graphs"].items():
-        dynamic = sizes["tokens"] is None  # traced at small sizes, then the token and slot axes are opened
-        in_names, example, out_names = _example(spec, chunk, sizes["tokens"] or TRACE_TOKENS,
-                                                sizes.get("slots") or TRACE_SLOTS)
+        # traced at small sizes where an axis is open (None), which is then opened
+        tokens, slots = sizes["tokens"], sizes.get("slots")
+        in_names, example, out_names = _example(spec, chunk, tokens or TRACE_TOKENS, slots or TRACE_SLOTS)
         with torch.no_grad():
             model = ov.convert_model(module, example_input=tuple(example))
-        model.reshape({i: with_tokens(name, t.shape, -1) if dynamic else list(t.shape)
-                       for i, (name, t) in enumerate(zip(in_names, example))})
+        model.reshape({i: with_tokens(name, t.shape, -1) if (slots if is_past(name) else tokens) is None
+                       else list(t.shape) for i, (name, t) in enumerate(zip(in_names, example))})
         for port, name in zip(model.inputs, in_names):
             port.get_tensor().set_names({name})
         for port, name in zip(model.outputs, out_names):

@@ -131,6 +131,9 @@ class Recipe:
                 )
         if s["device"] == "NPU" and s["shapes"] == "dynamic":
             raise RecipeError(f"{where}.shapes = dynamic: an NPU compiles static shapes only (use static or auto)")
+        if s["decode_graph"] and self.shapes() == "static":
+            raise RecipeError(f"{where}.decode_graph applies to dynamic shapes: a static build has a decode graph "
+                              f"already (shapes = {s['shapes']} with device {s['device']})")
         if s.get("npuw_on_cpu") and s["device"] != "NPU":
             raise RecipeError(f"{where}.npuw_on_cpu needs device: NPU (got device: {s['device']})")
         original = self.spec.rope_scaling.get("original_max_position_embeddings")
@@ -189,6 +192,8 @@ class Recipe:
             graphs = {PREFILL: {"tokens": s["prefill_len"]}, DECODE: {"tokens": 1}}
         else:
             graphs = {DYNAMIC: {"tokens": None}}
+            if chunk.kind == "decoder" and s["decode_graph"]:  # decode steps without dynamic token shapes
+                graphs[DECODE] = {"tokens": 1}
         params = {"chunk": asdict(chunk), "graphs": graphs}
         if chunk.kind == "decoder":
             for graph in graphs.values():
@@ -370,12 +375,12 @@ class Recipe:
             return math.ceil(BASE_MB + 2.0 * min(f32_mb(total), SHARD_MB) + 3.0 * f32_mb(largest))
         if step in ("heldout", "calibration", "report"):  # a tokenizer and the text; the report's chart
             return BASE_MB
-        if step == "assemble":  # every chunk loaded as the runtime loads it: its compressed weights; the
-            # evaluation's logits (its rows, then stacked) and the reference's log-probabilities, compared a few
-            # rows at a time
+        if step == "assemble":  # every chunk loaded as the runtime loads it: its compressed weights, and a copy
+            # of them for each graph that holds its own; the evaluation's logits (its rows, then stacked) and the
+            # reference's log-probabilities, compared a few rows at a time
             compressed_mb = sum(chunk_params(self.spec, c) * self._compressed_bytes_per_weight(c.name)
-                                for c in self.chunks) / 2**20
-            return math.ceil(BASE_MB + 3.0 * compressed_mb + 4.0 * f32_mb(self._heldout_logits()))
+                                * (1.0 + 2.0 * self._weight_copies(c.name)) for c in self.chunks) / 2**20
+            return math.ceil(BASE_MB + compressed_mb + 4.0 * f32_mb(self._heldout_logits()))
         factor = {"export": 4.0, "reference": 3.0, "activations": 3.0, "compress": 3.0, "compile": 3.0}[step]
         held = 0
         if step == "reference" and name == "head":
@@ -390,6 +395,11 @@ class Recipe:
                 widest = max(self.spec.hidden_size, self.spec.intermediate_size)
                 held += 8.0 * f32_mb(self._calibration_tokens() * widest)
         return math.ceil(BASE_MB + factor * f32_mb(chunk_params(self.spec, self.chunk(name))) + held)
+
+    def _weight_copies(self, name: str) -> int:
+        """Copies of a chunk's weights its compiled graphs hold at run time: one per graph, as the CPU plugin
+        repacks them for each, but one for an NPU's, which share a weights bank (nitro/build/compile.py)."""
+        return 1 if self.settings["device"] == "NPU" else len(self.export_params(name)["graphs"])
 
     def _heldout_logits(self) -> int:
         return self.heldout_tokens() * self.spec.vocab_size

@@ -7,9 +7,10 @@ at 2j+1), laid out as the chunk's `kv` output so that each call's new rows are p
 graph's past inputs are bound to its slices. Static graphs (NPU) read all `max_seq_len` slots, so their cache
 has that many from the start; dynamic graphs (CPU, GPU) read only the slots allocated so far, so their cache
 starts small and grows with the sequence (cache_capacity); a sequence's first call, with nothing cached, is given
-one masked slot instead. The other inputs (ids, positions, the hidden state each chunk's
-output is copied into for the next) are numpy buffers too, bound when their length changes: a static graph's
-once, a dynamic graph's when a call brings another number of tokens than the last. Outputs are read after each
+one masked slot instead. A dynamic build with a decode graph (one token, open cache length) runs its one-token
+calls through it. The other inputs (ids, positions, the hidden state each chunk's output is copied into for the
+next) are numpy buffers too, bound when their length changes: a static graph's once, a dynamic graph's when a
+call brings another number of tokens than the last. Outputs are read after each
 call, never bound: not every device plugin writes into a caller's output tensor (the NPU's NPUW path does not).
 """
 from __future__ import annotations
@@ -122,6 +123,8 @@ class Model:
         self._embed, self._embed_ids = self.requests[embed["name"], embed_variant], None
         self.decoders = [c for c in chunks if c["kind"] == "decoder"]
         self.dynamic = DYNAMIC in self.decoders[0]["variants"]
+        # a one-token graph for decode steps: a static build's, or a dynamic build's with decode_graph
+        self.decode_graph = DECODE in self.decoders[0]["variants"]
         self.kv_dtype, self.kv_type = KV_TYPES[m["kv_precision"]]
         self.cache, self.capacity = {}, 0  # decoder chunk name -> [2*layers,KV,capacity,hd]
         self._no_past = np.zeros((1, self.spec["num_kv_heads"], 1, self.spec["head_dim"]), self.kv_dtype)
@@ -208,9 +211,9 @@ class Model:
 
     def _inputs(self, variant: str, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The positions [1,T] and hidden-state [1,T,D] buffers bound to the variant's decoder graphs, where T is
-        the graph's token count (static) or n (dynamic). They are bound when T changes, not every call: rebinding
+        the graph's token count where it is fixed (prefill, decode) or n (dynamic). They are bound when T changes, not every call: rebinding
         a graph's inputs costs the CPU plugin more than the copies into bound buffers do."""
-        T = n if self.dynamic else 1 if variant == DECODE else self.prefill_len
+        T = 1 if variant == DECODE else n if self.dynamic else self.prefill_len
         bound = self._bound.get(variant)
         if bound is None or bound[0].shape[1] != T:
             bound = np.zeros((1, T), np.int64), np.zeros((1, T, self.spec["hidden_size"]), np.float32)
@@ -236,7 +239,7 @@ class Model:
         """Run `len(ids)` (≤ prefill_len) tokens at the current position; returns their hidden states [n,D]."""
         n, pos = len(ids), self.position
         self._reserve(pos + n)
-        variant = DYNAMIC if self.dynamic else DECODE if n == 1 else PREFILL
+        variant = DECODE if n == 1 and self.decode_graph else DYNAMIC if self.dynamic else PREFILL
         id_buffer = self._ids(n)
         positions, hidden = self._inputs(variant, n)
         id_buffer[0, :n] = ids
