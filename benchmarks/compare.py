@@ -76,11 +76,11 @@ def main(argv=None) -> int:
     subjects, timed, builds = [], {}, {}
     for name in args.models:
         # The INT8 build is timed (issue 4's build targets) and made first: SmolLM2's source comes from it.
-        timed[name] = prepare(name, out, "int8", args.dynamic_quantization)
+        timed[name] = prepare(name, out, "int8", args.dynamic_quantization, args.decode_graph)
         builds[name] = build_figures(timed[name], out, anchor_env, args)
         subjects += [timed[name]] if "int8" in args.weights else []
         for weights in [w for w in args.weights if w != "int8"]:
-            subjects.append(prepare(name, out, weights, args.dynamic_quantization))
+            subjects.append(prepare(name, out, weights, args.dynamic_quantization, args.decode_graph))
             bring_up_to_date(subjects[-1], anchor_env, args)
     cases = []
     for s in subjects:
@@ -120,6 +120,9 @@ def parse_args(argv):
     parser.add_argument("--dynamic-quantization", type=int, default=0, metavar="GROUP",
                         help="every tool's DYNAMIC_QUANTIZATION_GROUP_SIZE: 0 (default) is NITRO's CPU default, "
                              "activations unquantized; the CPU plugin's own default, on CPUs with VNNI, is 32")
+    parser.add_argument("--decode-graph", action="store_true",
+                        help="NITRO's builds with the recipe's decode_graph (a one-token graph per decoder chunk "
+                             "beside the dynamic one), built apart from the default ones")
     parser.add_argument("--new-tokens", type=int, help="tokens generated per run (default 128; --quick 32)")
     parser.add_argument("--runs", type=int, help="interleaved rounds; figures are medians (default 5; --quick 2)")
     parser.add_argument("--reuse", action="store_true",
@@ -173,27 +176,32 @@ def read_bandwidth_gbs(size_mb: int = 1024, repeats: int = 7) -> float:
     return best
 
 
-def prepare(name: str, out: Path, weights: str = "int8", dynamic_quantization: int = 0) -> Subject:
+def prepare(name: str, out: Path, weights: str = "int8", dynamic_quantization: int = 0,
+            decode_graph: bool = False) -> Subject:
     """The model's recipe and folders at a weight format; a random-weight checkpoint is made once and kept. The
-    INT8 build is the default recipe's (for SmolLM2, whose source the other formats' builds then share)."""
+    INT8 build is the default recipe's (for SmolLM2, whose source the other formats' builds then share). With
+    `decode_graph` NITRO's build has it, and a name of its own; the anchors' export is the same."""
     default = yaml.safe_load((REPO / "config/config.yaml").read_text())["models"]["smollm2"]
     work = out / "work"
     family = MODELS[name]
+    suffix = "-decode-graph" if decode_graph else ""
     if family is None:
-        recipe, hf = dict(default), work / "results" / name / "source"
+        recipe, hf = dict(default), work / "results" / f"{name}{suffix}" / "source"
     else:
         hf = out / "checkpoints" / name
         if not (hf / "config.json").is_file():
             print(f"{name}: making a random-weight checkpoint at the real shape ...", flush=True)
             random_checkpoint(hf, family, REAL_SHAPES[name])
         recipe = {**default, "source": str(hf), **RECIPE_CHANGES.get(name, {})}
-    build_name = name if weights == "int8" else f"{name}-{weights}"
+    export_name = name if weights == "int8" else f"{name}-{weights}"
     if weights != "int8" and family is None:
         recipe["source"] = str(hf)
     compression, options = weight_format(weights, hf)
     recipe.update(max_seq_len=MAX_SEQ_LEN, compression={**recipe["compression"], **compression},
-                  device_properties={"DYNAMIC_QUANTIZATION_GROUP_SIZE": str(dynamic_quantization)})
-    return Subject(build_name, recipe, hf, work / "results" / build_name, out / "anchors" / build_name, name,
+                  device_properties={"DYNAMIC_QUANTIZATION_GROUP_SIZE": str(dynamic_quantization)},
+                  decode_graph=decode_graph)
+    build_name = export_name + suffix
+    return Subject(build_name, recipe, hf, work / "results" / build_name, out / "anchors" / export_name, name,
                    weights, tuple(options))
 
 
@@ -221,26 +229,28 @@ def random_checkpoint(dest: Path, family: str, shape: dict):
 
 
 def build_figures(s: Subject, out: Path, anchor_env: dict, args) -> dict:
-    """Build with NITRO (Snakemake) and export with optimum-cli, timed, unless --reuse finds them recorded."""
-    record_path = out / "anchors" / f"{s.name}.build.json"
-    record = json.loads(record_path.read_text()) if args.reuse and record_path.is_file() else {}
-    full = not ((s.build / "manifest.json").is_file() and "nitro_build_s" in record)
+    """Build with NITRO (Snakemake) and export with optimum-cli, timed, unless --reuse finds them recorded (the
+    build's figures under its name, the export's under the export's, which builds of other recipes share)."""
+    build_record, export_record = out / "anchors" / f"{s.name}.build.json", out / "anchors" / f"{s.export.name}.json"
+    build = json.loads(build_record.read_text()) if args.reuse and build_record.is_file() else {}
+    export = json.loads(export_record.read_text()) if args.reuse and export_record.is_file() else {}
+    full = not ((s.build / "manifest.json").is_file() and "nitro_build_s" in build)
     print(f"{s.name}: NITRO build (snakemake{' --forceall' if full else ''}) ...", flush=True)
     wall = snakemake_build(s, out, args, *(["--forceall"] if full else []))
     if full:
-        record["nitro_build_s"] = round(wall, 3)
-    if "export" not in record or not (s.export / "openvino_model.xml").is_file():
-        print(f"{s.name}: optimum-cli export openvino {' '.join(s.export_options)} ...", flush=True)
-        record["export"] = optimum_export(s.hf, s.export, anchor_env, s.export_options)
-    write_json(record_path, record)
+        write_json(build_record, {"nitro_build_s": round(wall, 3)})
+    if not export or not (s.export / "openvino_model.xml").is_file():
+        print(f"{s.export.name}: optimum-cli export openvino {' '.join(s.export_options)} ...", flush=True)
+        export = optimum_export(s.hf, s.export, anchor_env, s.export_options)
+        write_json(export_record, export)
     steps = step_logs(s.build)
     return {
-        "nitro_build_s": record["nitro_build_s"],
+        "nitro_build_s": json.loads(build_record.read_text())["nitro_build_s"],
         "nitro_steps_s": round(sum(st["wall_s"] for st in steps), 3),
         "nitro_peak_step_rss_mb": max(st["peak_rss_mb"] for st in steps),
         "chunks": len(json.loads((s.build / "manifest.json").read_text())["chunks"]),
         "steps": steps,
-        "optimum_export": record["export"],
+        "optimum_export": export,
     }
 
 
