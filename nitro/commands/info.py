@@ -10,10 +10,13 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from ..artifacts import compression_settings, layer_span, read_manifest
+    from ..artifacts import DECODE, compression_settings, layer_span, read_manifest
 
     m = read_manifest(args.root)
-    print(f"{args.root}: {m['name']} ({m['family']}, {m['spec']['num_layers']} layers), {m['shapes']} graphs for "
+    graphs = f"{m['shapes']} graphs"
+    if m["shapes"] == "dynamic" and any(DECODE in c["variants"] for c in m["chunks"] if c["kind"] == "decoder"):
+        graphs += " and a decode graph per decoder chunk"  # the recipe's decode_graph
+    print(f"{args.root}: {m['name']} ({m['family']}, {m['spec']['num_layers']} layers), {graphs} for "
           f"{m['device']['device']}, max_seq_len {m['max_seq_len']}, KV cache {m['kv_precision']}")
     for chunk in m["chunks"]:
         layers = f"layers {layer_span(chunk)}" if layer_span(chunk) else ""
