@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 SUBCOMMANDS = {
@@ -28,9 +29,14 @@ def main(argv=None) -> int:
         modules[name].add_arguments(sub.add_parser(name, help=help_text, description=help_text))
     args = parser.parse_args(argv)
     try:
-        return modules[args.command].run(args)
+        status = modules[args.command].run(args)
+        sys.stdout.flush()  # here, where a closed pipe can be handled, not at exit
+        return status
     except (ArtifactError, ValueError) as exc:  # a missing build, a bad option, a prompt that cannot fit
         print(f"nitro {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # the reader is gone (`nitro info ROOT | head -1`): stop without a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is still buffered goes nowhere
         return 1
 
 

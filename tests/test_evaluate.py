@@ -3,6 +3,9 @@ float32, the figures land in the manifest, `nitro info` prints them, and a floor
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -71,3 +74,13 @@ def test_nitro_info_prints_the_evaluation(tiny_builds):
     print(result.stdout)
     assert f"top-1 agreement {e['top1_agreement']:.1%}" in result.stdout
     assert f"perplexity {e['perplexity']}" in result.stdout and "reference  head" in result.stdout
+
+
+def test_nitro_info_into_a_closed_pipe_stops_without_a_traceback(tiny_builds):
+    """As `nitro info ROOT | head -1` when head has gone: a pipe whose reading end is closed before it writes."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    result = subprocess.run([sys.executable, "-m", "nitro.cli", "info", str(tiny_builds["llama_default"])],
+                            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=600)
+    os.close(write_end)
+    assert result.returncode == 1 and result.stderr == "", result.stderr
