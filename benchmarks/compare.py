@@ -238,14 +238,15 @@ def build_figures(s: Subject, out: Path, anchor_env: dict, args) -> dict:
     print(f"{s.name}: NITRO build (snakemake{' --forceall' if full else ''}) ...", flush=True)
     wall = snakemake_build(s, out, args, *(["--forceall"] if full else []))
     if full:
-        write_json(build_record, {"nitro_build_s": round(wall, 3)})
+        build = {"nitro_build_s": round(wall, 3)}
+        write_json(build_record, build)
     if not export or not (s.export / "openvino_model.xml").is_file():
         print(f"{s.export.name}: optimum-cli export openvino {' '.join(s.export_options)} ...", flush=True)
         export = optimum_export(s.hf, s.export, anchor_env, s.export_options)
         write_json(export_record, export)
     steps = step_logs(s.build)
     return {
-        "nitro_build_s": json.loads(build_record.read_text())["nitro_build_s"],
+        "nitro_build_s": build["nitro_build_s"],
         "nitro_steps_s": round(sum(st["wall_s"] for st in steps), 3),
         "nitro_peak_step_rss_mb": max(st["peak_rss_mb"] for st in steps),
         "chunks": len(json.loads((s.build / "manifest.json").read_text())["chunks"]),

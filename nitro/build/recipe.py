@@ -431,10 +431,8 @@ class Recipe:
         else:
             bytes_per_weight = self._compressed_bytes_per_weight(name)
         copies = 1
-        if step == "compile" and self.settings["device"] != "NPU":
-            copies = variants
-        elif step == "compile" and chunk.kind == "decoder":
-            copies = 0  # weightless blobs (nitro/build/compile.py)
+        if step == "compile":  # a blob per graph, but an NPU's decoder blobs are weightless (nitro/build/compile.py)
+            copies = 0 if self.settings["device"] == "NPU" and chunk.kind == "decoder" else self._weight_copies(name)
         return math.ceil(1.1 * copies * chunk_params(self.spec, chunk) * bytes_per_weight / 2**20) + 2 * variants
 
     def _compressed_bytes_per_weight(self, name: str) -> float:

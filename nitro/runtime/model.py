@@ -10,8 +10,8 @@ starts small and grows with the sequence (cache_capacity); a sequence's first ca
 one masked slot instead. A dynamic build with a decode graph (one token, open cache length) runs its one-token
 calls through it. The other inputs (ids, positions, the hidden state each chunk's output is copied into for the
 next) are numpy buffers too, bound when their length changes: a static graph's once, a dynamic graph's when a
-call brings another number of tokens than the last. Outputs are read after each
-call, never bound: not every device plugin writes into a caller's output tensor (the NPU's NPUW path does not).
+call brings another number of tokens than the last. Outputs are read after each call, never bound: not every
+device plugin writes into a caller's output tensor (the NPU's NPUW path does not).
 """
 from __future__ import annotations
 
@@ -211,8 +211,8 @@ class Model:
 
     def _inputs(self, variant: str, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The positions [1,T] and hidden-state [1,T,D] buffers bound to the variant's decoder graphs, where T is
-        the graph's token count where it is fixed (prefill, decode) or n (dynamic). They are bound when T changes, not every call: rebinding
-        a graph's inputs costs the CPU plugin more than the copies into bound buffers do."""
+        the graph's token count where it is fixed (prefill, decode) or n (dynamic). They are bound when T changes,
+        not every call: rebinding a graph's inputs costs the CPU plugin more than the copies into bound buffers do."""
         T = 1 if variant == DECODE else n if self.dynamic else self.prefill_len
         bound = self._bound.get(variant)
         if bound is None or bound[0].shape[1] != T:
