@@ -11,9 +11,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from conftest import nitro
+from conftest import nitro, one_line_error
 from nitro import GenerationConfig, load_pipeline
-from nitro.runtime import ContextOverflow
+from nitro.runtime import ContextOverflow, Model
+from nitro.runtime.generate import Generator
 from nitro.runtime.sampling import Sampler, SamplingParams
 from nitro.testing import TINY
 
@@ -232,6 +233,49 @@ def test_prompt_lookup_is_for_greedy_decoding():
         SamplingParams(prompt_lookup=-1)
 
 
+@pytest.mark.parametrize("draft", ["llama_f32_decode_graph", "mistral_f32"])
+def test_a_draft_model_gives_the_greedy_tokens(draft, tiny_builds, monkeypatch):
+    """Speculative decoding keeps a token the draft model guessed only where the model's greedy choice agrees:
+    the same tokens as plain greedy, whether the draft agrees everywhere (the same weights: every call of the
+    model brings 1 + 4 tokens) or seldom (another family's random weights, with the same tokenizer); what either
+    cache holds past the text is rewound, so the next turn of the conversation continues as after plain greedy,
+    and drafts again from a draft cache that kept the text."""
+    gen = Generator(Model(tiny_builds["llama_f32"]), draft_model=Model(tiny_builds[draft]))
+    ids = gen.encode(PASSAGE[0])
+    plain = gen.generate(ids, SamplingParams(max_new_tokens=24, ignore_eos=True)).token_ids
+    follow_up = ids + plain + gen.tokenizer(" and so on", add_special_tokens=False)["input_ids"]
+    after_plain = gen.generate(follow_up, SamplingParams(max_new_tokens=8, ignore_eos=True), reuse="context")
+
+    hidden, calls = gen.model.hidden, []
+    monkeypatch.setattr(gen.model, "hidden", lambda tokens: calls.append(len(tokens)) or hidden(tokens))
+    drafted = gen.generate(ids, SamplingParams(max_new_tokens=24, ignore_eos=True, draft_tokens=4))
+    drafted_calls = calls[1:]  # the first runs the prompt
+    then = gen.generate(follow_up, SamplingParams(max_new_tokens=8, ignore_eos=True, draft_tokens=4),
+                        reuse="context")
+    print(f"{draft}: {len(plain)} tokens in {len(drafted_calls)} decode calls of {drafted_calls} tokens")
+    assert drafted.token_ids == plain
+    assert then.prefilled_tokens < len(follow_up) and then.token_ids == after_plain.token_ids
+    if draft == "llama_f32_decode_graph":
+        assert drafted_calls == [5, 5, 5, 5, 4]  # 5 tokens taken a call; the last call drafts the budget's 3
+    else:
+        assert len(drafted_calls) > len(plain) // 2
+
+
+def test_a_draft_model_needs_the_same_tokenizer_and_greedy_decoding(tiny_builds):
+    llama = Model(tiny_builds["llama_f32"])
+    with pytest.raises(ValueError, match=f"^the draft model {tiny_builds['qwen2_f32']} has another tokenizer than "
+                                         f"{tiny_builds['llama_f32']} \\(151669 and 128256 tokens\\): a draft model "
+                                         "must share the model's tokenizer"):
+        Generator(llama, draft_model=Model(tiny_builds["qwen2_f32"]))
+    with pytest.raises(ValueError, match="^draft_tokens = 4 needs a draft model, loaded with this one"):
+        Generator(llama).stream([1, 2], SamplingParams(draft_tokens=4))
+    with pytest.raises(ValueError, match="^draft_tokens = 4: it verifies drafts against greedy choices"):
+        SamplingParams(do_sample=True, temperature=0.7, draft_tokens=4)
+    with pytest.raises(ValueError, match="^prompt_lookup = 3 and draft_tokens = 4: a call's draft comes from the "
+                                         "text or from the draft model; set one of them to 0$"):
+        SamplingParams(prompt_lookup=3, draft_tokens=4)
+
+
 def test_overflow_gives_the_documented_error_and_leaves_the_model_usable(tiny):
     pipe = tiny["llama"]
     before = pipe.generate(SHORT_PROMPTS[0], max_new_tokens=8)
@@ -252,6 +296,16 @@ def test_nitro_generate_streams_the_completion_then_a_summary(tiny, tiny_builds)
     prompt_tokens = len(tiny["llama"].generator.encode(SHORT_PROMPTS[0]))
     assert f"[prompt {prompt_tokens} tokens, 12 new tokens, TTFT " in result.stderr
     assert "tok/s, cut at max_new_tokens]" in result.stderr
+
+
+def test_nitro_generate_with_a_draft_model_prints_the_greedy_text(tiny_builds):
+    plain = nitro("generate", tiny_builds["llama_f32"], SHORT_PROMPTS[0], "--max-new-tokens", 12)
+    drafted = nitro("generate", tiny_builds["llama_f32"], SHORT_PROMPTS[0], "--max-new-tokens", 12,
+                    "--draft-model", tiny_builds["mistral_f32"], "--draft-tokens", 3)
+    assert drafted.returncode == 0 and plain.returncode == 0, drafted.stderr
+    assert drafted.stdout == plain.stdout
+    alone = nitro("generate", tiny_builds["llama_f32"], "Hello", "--draft-tokens", 3)
+    assert one_line_error(alone, "generate") == "--draft-tokens 3 goes with --draft-model ROOT"
 
 
 def test_nitro_generate_errors_are_clear(tiny_builds, tmp_path):

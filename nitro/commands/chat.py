@@ -23,7 +23,7 @@ def run(args) -> int:
     from ..runtime.chat import ChatSession
 
     params = sampling_params(args)
-    repl(ChatSession(load_generator(args.root, args.check_hashes), system_prompt=args.system), params)
+    repl(ChatSession(load_generator(args.root, args.check_hashes, args.draft_model), system_prompt=args.system), params)
     return 0
 
 

@@ -21,7 +21,7 @@ def run(args) -> int:
     params = sampling_params(args)
     if args.system and not args.chat:
         raise ValueError("--system goes with --chat")
-    gen = load_generator(args.root, args.check_hashes)
+    gen = load_generator(args.root, args.check_hashes, args.draft_model)
     if args.chat:
         if not gen.tokenizer.chat_template:
             raise ValueError(f"{args.root} has no chat template: it is not a chat model; leave out --chat")

@@ -9,6 +9,10 @@ the draft agrees with them, and the cache is rewound past the rest. The text is 
 call runs the same number of tokens (a short draft is padded): a dynamic graph called with another token count
 than the last is reshaped by the CPU plugin, which cost more than the padding (benchmarks/README.md, "Prompt
 lookup"). The head runs only on the rows whose logits are needed: up to the draft's first miss.
+
+With `draft_tokens` and a draft model (a smaller build with the same tokenizer, e.g. Llama 3.2 1B beside Llama 3.1
+8B), the draft is instead the draft model's own greedy continuation, verified the same way; the draft model keeps
+its own cache of the text, rewound to what it shares with the next call's.
 """
 from __future__ import annotations
 
@@ -81,12 +85,28 @@ def draft(history: list[int], size: int) -> list[int]:
     return []
 
 
+def looked_up(history: list[int], size: int) -> list[int]:
+    """A prompt-lookup draft of exactly `size` tokens after `history` (which ends with the chosen token): copied
+    text, looked up again where the copy reaches the end of the history, padded with its last token."""
+    guess = draft(history, size)
+    while guess and len(guess) < size and (more := draft(history + guess, size - len(guess))):
+        guess += more
+    return guess + [guess[-1] if guess else history[-1]] * (size - len(guess))
+
+
 class Generator:
-    def __init__(self, model: Model, tokenizer=None):
+    def __init__(self, model: Model, tokenizer=None, draft_model: Model | None = None):
+        """`draft_model`: a smaller build with the same tokenizer, which drafts tokens for greedy streams that ask
+        for `draft_tokens`."""
         self.model = model
         self.tokenizer = tokenizer or load_tokenizer(model.root / model.manifest["tokenizer"])
         self.eos_ids = set(model.manifest["eos_token_ids"])
         self.context: list[int] = []
+        self.drafter = None if draft_model is None else Generator(draft_model)
+        if self.drafter and self.drafter.tokenizer.get_vocab() != self.tokenizer.get_vocab():
+            raise ValueError(f"the draft model {draft_model.root} has another tokenizer than {model.root} "
+                             f"({len(self.drafter.tokenizer)} and {len(self.tokenizer)} tokens): a draft model "
+                             "must share the model's tokenizer (as Llama 3.2 1B does Llama 3.1 8B's)")
 
     def encode(self, text: str) -> list[int]:
         return encode(self.tokenizer, text)
@@ -97,6 +117,18 @@ class Generator:
     def reset(self):
         self.context = []
         self.model.reset()
+        if self.drafter:
+            self.drafter.reset()
+
+    def guess(self, history: list[int], size: int, vocab_size: int) -> list[int]:
+        """This model's greedy continuation of `history`, `size` tokens (of ids below `vocab_size`, the verifying
+        model's table); its cache keeps the history, for the next call to rewind to what it shares."""
+        logits, _ = self._prefill(history, "prefix")
+        tokens = [int(np.argmax(logits[:vocab_size]))]
+        while len(tokens) < size:
+            self.context.append(tokens[-1])
+            tokens.append(int(np.argmax(self.model.forward(tokens[-1:])[:vocab_size])))
+        return tokens
 
     def _prefill(self, prompt_ids: list[int], reuse: str) -> tuple[np.ndarray, int]:
         """Run the prompt, or only its part past what the cache holds of it; returns the last logits and the
@@ -130,6 +162,9 @@ class Generator:
         `overflow` subclass the caller names), then return the stream that generates when iterated."""
         if not prompt_ids:
             raise ValueError("the prompt is empty: give at least one token")
+        if params.draft_tokens and not self.drafter:
+            raise ValueError(f"draft_tokens = {params.draft_tokens} needs a draft model, loaded with this one "
+                             "(nitro generate --draft-model ROOT; Generator(model, draft_model=...))")
         params.check_vocabulary(self.model.vocab_size)
         check_fits(len(prompt_ids), params.max_new_tokens, self.model.max_seq_len, overflow)
         return Stream(self, prompt_ids, params, reuse, logprobs)
@@ -222,21 +257,23 @@ class Stream:
         )
 
     def _run(self, token: int, history: list[int]) -> tuple[np.ndarray, list[int], list[np.ndarray]]:
-        """Run the chosen token, and with prompt lookup a draft after it (as long as the cache and the token
-        budget leave room for); returns the logits after the token, the draft and the final hidden state after
-        each of its tokens. A draft the text cannot fill is padded with its last token, which costs less than the
-        reshape a shorter call would bring."""
-        model, size = self.gen.model, self.params.prompt_lookup
-        size = min(size, self.params.max_new_tokens - (len(history) - len(self.prompt_ids)),
-                   model.max_seq_len - model.position - 1)
+        """Run the chosen token, and after it a draft from the text (prompt lookup) or from the draft model, as
+        long as the caches and the token budget leave room for; returns the logits after the token, the draft and
+        the final hidden state after each of its tokens. Every prompt-lookup call drafts the same number of
+        tokens (see looked_up), which costs less than the reshape a shorter call would bring."""
+        gen, p = self.gen, self.params
+        size = min(p.prompt_lookup or p.draft_tokens, p.max_new_tokens - (len(history) - len(self.prompt_ids)),
+                   gen.model.max_seq_len - gen.model.position - 1)
+        if p.draft_tokens:
+            size = min(size, gen.drafter.model.max_seq_len - len(history) + 1)
         if size <= 0:
-            return model.forward([token]), [], []
-        guess = draft(history, size)
-        while guess and len(guess) < size and (more := draft(history + guess, size - len(guess))):
-            guess += more  # the copied text reached the end of the history: look its own last tokens up
-        guess += [guess[-1] if guess else token] * (size - len(guess))
-        rows = model.hidden([token, *guess])
-        return model.logits(rows[0]), guess, list(rows[1:])
+            return gen.model.forward([token]), [], []
+        if p.draft_tokens:
+            guess = gen.drafter.guess(history, size, gen.model.vocab_size)
+        else:
+            guess = looked_up(history, size)
+        rows = gen.model.hidden([token, *guess])
+        return gen.model.logits(rows[0]), guess, list(rows[1:])
 
     def _text(self, ids: list[int]) -> tuple[str, bool]:
         """The decoded new text, cut before the first stop string; and whether one was found."""

@@ -23,6 +23,7 @@ class SamplingParams:
     stop: list[str] = field(default_factory=list)
     ignore_eos: bool = False
     prompt_lookup: int = 0  # draft this many tokens a call from the text so far (see generate.draft); 0: off
+    draft_tokens: int = 0  # draft this many tokens a call with the Generator's draft model; 0: off
 
     def __post_init__(self):
         """The one check of every sampling value, for the commands, the Python API and the server alike (the
@@ -43,11 +44,16 @@ class SamplingParams:
             raise ValueError(f"top_k = {self.top_k}: must be >= 0 (0 keeps every token)")
         if self.repetition_penalty <= 0:
             raise ValueError(f"repetition_penalty = {self.repetition_penalty}: must be > 0 (1 is off)")
-        if self.prompt_lookup < 0:
-            raise ValueError(f"prompt_lookup = {self.prompt_lookup}: must be >= 0 (0 is off)")
-        if self.prompt_lookup and self.do_sample:
-            raise ValueError(f"prompt_lookup = {self.prompt_lookup}: it verifies drafts against greedy choices; "
-                             "use it with temperature 0, or set it to 0 to sample")
+        for name in ("prompt_lookup", "draft_tokens"):
+            value = getattr(self, name)
+            if value < 0:
+                raise ValueError(f"{name} = {value}: must be >= 0 (0 is off)")
+            if value and self.do_sample:
+                raise ValueError(f"{name} = {value}: it verifies drafts against greedy choices; use it with "
+                                 "temperature 0, or set it to 0 to sample")
+        if self.prompt_lookup and self.draft_tokens:
+            raise ValueError(f"prompt_lookup = {self.prompt_lookup} and draft_tokens = {self.draft_tokens}: a call's "
+                             "draft comes from the text or from the draft model; set one of them to 0")
 
     @classmethod
     def from_temperature(cls, temperature: float | None, **settings) -> "SamplingParams":
