@@ -122,25 +122,32 @@ class Generator:
 
     def guess(self, history: list[int], size: int, vocab_size: int) -> list[int]:
         """This model's greedy continuation of `history`, `size` tokens (of ids below `vocab_size`, the verifying
-        model's table); its cache keeps the history, for the next call to rewind to what it shares."""
-        logits, _ = self._prefill(history, "prefix")
+        model's table); its cache keeps the history, for the next call to rewind to what it shares. The tokens the
+        cache lacks run in one call when they are many (a prompt), else one at a time (after a draft taken whole,
+        its last token and the next): a dynamic graph called with another token count than the last is reshaped,
+        which costs more (SmolLM2 drafting for itself: 40.8 -> 44.2 tok/s)."""
+        shared = self._rewind_to_shared(history, "prefix")
+        missing = history[shared:]
+        for ids in [missing] if len(missing) > 2 else [[token] for token in missing]:
+            logits = self.model.forward(ids)
+        self.context = list(history)
         tokens = [int(np.argmax(logits[:vocab_size]))]
         while len(tokens) < size:
             self.context.append(tokens[-1])
             tokens.append(int(np.argmax(self.model.forward(tokens[-1:])[:vocab_size])))
         return tokens
 
-    def _prefill(self, prompt_ids: list[int], reuse: str) -> tuple[np.ndarray, int]:
-        """Run the prompt, or only its part past what the cache holds of it; returns the last logits and the
-        tokens run. `reuse`: "none" runs it all; "context" skips the cached tokens when all of them begin the
-        prompt (the next turn of the same conversation), so a prompt's answer does not depend on an unrelated
-        previous one; "prefix" rewinds to the longest prefix the prompt shares with the cache, which also keeps
-        the cache when a chat template re-tokenizes the last answer differently or an answer was interrupted
-        (slots past the position are masked, so nothing needs clearing)."""
+    def _rewind_to_shared(self, prompt_ids: list[int], reuse: str) -> int:
+        """Rewind the cache to what a prompt may keep of it, and return that many tokens. `reuse`: "none" keeps
+        nothing; "context" keeps the cached tokens when all of them begin the prompt (the next turn of the same
+        conversation), so a prompt's answer does not depend on an unrelated previous one; "prefix" keeps the
+        longest prefix the prompt shares with the cache, which also keeps the cache when a chat template
+        re-tokenizes the last answer differently or an answer was interrupted (slots past the position are
+        masked, so nothing needs clearing). At least the prompt's last token is left to run, for its logits."""
         if reuse not in REUSE:
             raise ValueError(f"reuse = {reuse!r}: one of {', '.join(REUSE)}")
         shared = 0
-        limit = min(len(self.context), len(prompt_ids) - 1)  # at least one token must run for logits
+        limit = min(len(self.context), len(prompt_ids) - 1)
         if reuse == "prefix":
             while shared < limit and self.context[shared] == prompt_ids[shared]:
                 shared += 1
@@ -148,6 +155,12 @@ class Generator:
             shared = len(self.context)
         self.context = list(prompt_ids[:shared])
         self.model.rewind(shared)
+        return shared
+
+    def _prefill(self, prompt_ids: list[int], reuse: str) -> tuple[np.ndarray, int]:
+        """Run the prompt, or only its part past what the cache keeps of it (see _rewind_to_shared); returns the
+        last logits and the tokens run."""
+        shared = self._rewind_to_shared(prompt_ids, reuse)
         logits = self.model.forward(prompt_ids[shared:])
         self.context = list(prompt_ids)
         return logits, len(prompt_ids) - shared
