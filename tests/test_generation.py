@@ -201,6 +201,25 @@ def test_every_eos_id_of_the_generation_config_stops(family, tiny, tiny_sources,
         assert completion.token_ids == plain[:2] and completion.finish_reason == "stop", eos
 
 
+def drafting_keeps_the_greedy_tokens(gen, ids: list[int], monkeypatch, **drafting) -> tuple[list[int], list[int]]:
+    """Check that decoding with `drafting` (a SamplingParams field) gives the greedy tokens of `ids` and then of a
+    next turn that reuses the cache; returns the greedy tokens and the token counts of the drafting decode calls."""
+    plain = gen.generate(ids, SamplingParams(max_new_tokens=24, ignore_eos=True)).token_ids
+    follow_up = ids + plain + gen.tokenizer(" and so on", add_special_tokens=False)["input_ids"]
+    after_plain = gen.generate(follow_up, SamplingParams(max_new_tokens=8, ignore_eos=True), reuse="context")
+
+    hidden, calls = gen.model.hidden, []
+    monkeypatch.setattr(gen.model, "hidden", lambda tokens: calls.append(len(tokens)) or hidden(tokens))
+    drafted = gen.generate(ids, SamplingParams(max_new_tokens=24, ignore_eos=True, **drafting))
+    monkeypatch.undo()
+    then = gen.generate(follow_up, SamplingParams(max_new_tokens=8, ignore_eos=True, **drafting), reuse="context")
+    decode_calls = calls[1:]  # the first runs the prompt
+    print(f"{drafting}: {len(plain)} tokens in {len(decode_calls)} decode calls of {decode_calls} tokens")
+    assert drafted.token_ids == plain
+    assert then.prefilled_tokens < len(follow_up) and then.token_ids == after_plain.token_ids
+    return plain, decode_calls
+
+
 @pytest.mark.parametrize("build", ["llama_f32", "qwen2_f32", "llama_f32_static"])
 def test_prompt_lookup_gives_the_greedy_tokens_in_fewer_calls(build, tiny_builds, monkeypatch):
     """Prompt-lookup decoding keeps a drafted token only where greedy decoding chooses it: the same tokens as plain
@@ -209,21 +228,9 @@ def test_prompt_lookup_gives_the_greedy_tokens_in_fewer_calls(build, tiny_builds
     conversation continues as after plain greedy."""
     gen = load_pipeline(tiny_builds[build]).generator
     ids = gen.encode(f"{PASSAGE[0]} {PASSAGE[0]}")
-    plain = gen.generate(ids, SamplingParams(max_new_tokens=24, ignore_eos=True)).token_ids
-    follow_up = ids + plain + gen.tokenizer(" and so on", add_special_tokens=False)["input_ids"]
-    after_plain = gen.generate(follow_up, SamplingParams(max_new_tokens=8, ignore_eos=True), reuse="context")
-
-    hidden, calls = gen.model.hidden, []
-    monkeypatch.setattr(gen.model, "hidden", lambda tokens: calls.append(len(tokens)) or hidden(tokens))
-    looked = gen.generate(ids, SamplingParams(max_new_tokens=24, ignore_eos=True, prompt_lookup=4))
-    monkeypatch.undo()
-    decode_calls = calls[1:]  # the first runs the prompt
-    print(f"{build}: {len(plain)} tokens in {len(decode_calls)} decode calls of {decode_calls} tokens")
-    assert looked.token_ids == plain
+    plain, decode_calls = drafting_keeps_the_greedy_tokens(gen, ids, monkeypatch, prompt_lookup=4)
     assert len(decode_calls) < len(plain) - 1
     assert decode_calls[0] == 5 and decode_calls == sorted(decode_calls, reverse=True)
-    then = gen.generate(follow_up, SamplingParams(max_new_tokens=8, ignore_eos=True), reuse="context")
-    assert then.prefilled_tokens < len(follow_up) and then.token_ids == after_plain.token_ids
 
 
 def test_prompt_lookup_is_for_greedy_decoding():
@@ -241,24 +248,11 @@ def test_a_draft_model_gives_the_greedy_tokens(draft, tiny_builds, monkeypatch):
     cache holds past the text is rewound, so the next turn of the conversation continues as after plain greedy,
     and drafts again from a draft cache that kept the text."""
     gen = Generator(Model(tiny_builds["llama_f32"]), draft_model=Model(tiny_builds[draft]))
-    ids = gen.encode(PASSAGE[0])
-    plain = gen.generate(ids, SamplingParams(max_new_tokens=24, ignore_eos=True)).token_ids
-    follow_up = ids + plain + gen.tokenizer(" and so on", add_special_tokens=False)["input_ids"]
-    after_plain = gen.generate(follow_up, SamplingParams(max_new_tokens=8, ignore_eos=True), reuse="context")
-
-    hidden, calls = gen.model.hidden, []
-    monkeypatch.setattr(gen.model, "hidden", lambda tokens: calls.append(len(tokens)) or hidden(tokens))
-    drafted = gen.generate(ids, SamplingParams(max_new_tokens=24, ignore_eos=True, draft_tokens=4))
-    drafted_calls = calls[1:]  # the first runs the prompt
-    then = gen.generate(follow_up, SamplingParams(max_new_tokens=8, ignore_eos=True, draft_tokens=4),
-                        reuse="context")
-    print(f"{draft}: {len(plain)} tokens in {len(drafted_calls)} decode calls of {drafted_calls} tokens")
-    assert drafted.token_ids == plain
-    assert then.prefilled_tokens < len(follow_up) and then.token_ids == after_plain.token_ids
+    plain, decode_calls = drafting_keeps_the_greedy_tokens(gen, gen.encode(PASSAGE[0]), monkeypatch, draft_tokens=4)
     if draft == "llama_f32_decode_graph":
-        assert drafted_calls == [5, 5, 5, 5, 4]  # 5 tokens taken a call; the last call drafts the budget's 3
+        assert decode_calls == [5, 5, 5, 5, 4]  # 5 tokens taken a call; the last call drafts the budget's 3
     else:
-        assert len(drafted_calls) > len(plain) // 2
+        assert len(decode_calls) > len(plain) // 2
 
 
 def test_a_draft_model_needs_the_same_tokenizer_and_greedy_decoding(tiny_builds):
