@@ -145,15 +145,14 @@ def main(argv=None) -> int:
         print(json.dumps(worker(tool, Path(folder), Path(draft_folder) if draft_folder else None, Path(prompts))))
         return 0
     out = args.out.resolve()
-    s = prepare(MODEL, out, "int8", args.dynamic_quantization)  # its recipe sets the dynamic quantization
-    subjects = [s]
-    print(f"{MODEL}: NITRO build (snakemake) ...", flush=True)
-    snakemake(out / "work", {"models": {s.name: {**s.recipe, "inference_precision": args.precision}}})
-    if args.draft_model:  # its recipe starts from the INT8 build's source folder
-        subjects.append(prepare(MODEL, out, "int4", args.dynamic_quantization))
-        print(f"{subjects[-1].name}: NITRO build (snakemake) ...", flush=True)
-        snakemake(out / "work", {"models": {t.name: {**t.recipe, "inference_precision": args.precision}
-                                            for t in subjects}})
+    subjects = []
+    for weights in ("int8", "int4") if args.draft_model else ("int8",):
+        # the recipe sets the dynamic quantization; INT4's starts from the INT8 build's source folder, built first
+        t = prepare(MODEL, out, weights, args.dynamic_quantization)
+        print(f"{t.name}: NITRO build (snakemake) ...", flush=True)
+        snakemake(out / "work", {"models": {t.name: {**t.recipe, "inference_precision": args.precision}}})
+        subjects.append(t)
+    s = subjects[0]
     genai_properties = dict(s.recipe["device_properties"])
     if args.precision != "default":
         genai_properties["INFERENCE_PRECISION_HINT"] = args.precision

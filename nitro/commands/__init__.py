@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+DRAFT_TOKENS = 4  # --draft-tokens' default
+
 
 def add_model_argument(parser, loads: bool = True):
     parser.add_argument("root", type=Path,
@@ -44,9 +46,6 @@ def add_sampling_arguments(parser, max_new_tokens: int):
                              "as far as the two agree")
     parser.add_argument("--draft-tokens", type=int, default=None, metavar="N",
                         help=f"with --draft-model: tokens it guesses a call (default {DRAFT_TOKENS})")
-
-
-DRAFT_TOKENS = 4
 
 
 def sampling_params(args):

@@ -281,10 +281,7 @@ class Stream:
             size = min(size, gen.drafter.model.max_seq_len - len(history) + 1)
         if size <= 0:
             return gen.model.forward([token]), [], []
-        if p.draft_tokens:
-            guess = gen.drafter.guess(history, size, gen.model.vocab_size)
-        else:
-            guess = looked_up(history, size)
+        guess = gen.drafter.guess(history, size, gen.model.vocab_size) if p.draft_tokens else looked_up(history, size)
         rows = gen.model.hidden([token, *guess])
         return gen.model.logits(rows[0]), guess, list(rows[1:])
 
